@@ -1,0 +1,93 @@
+// Options: how a Group is configured, and per-call options.
+//
+// Every field has a production-minded default; docs/options.md (and the
+// README) lists each one with the reason for its default.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace singleflight {
+
+// Where Redis is and how to talk to it. Redis is used only when `host` or
+// `unix_socket` is non-empty; otherwise the group is local-only.
+struct RedisOptions {
+  // A host name or IP address. Names are resolved with uv_getaddrinfo, off the
+  // loop thread, on every (re)connect.
+  std::string host;
+  int port = 6379;
+  // Path of a unix socket; takes precedence over host/port when set.
+  std::string unix_socket;
+  // AUTH: password alone (requirepass), or ACL username + password.
+  std::string username;
+  std::string password;
+  // SELECT db after connecting (0 = leave the default).
+  int db = 0;
+
+  // A connection attempt (resolve + TCP + AUTH + SELECT) that takes longer
+  // than this fails and is retried with backoff.
+  uint32_t connect_timeout_ms = 2000;
+  // A command without a reply within this time fails with kUnavailable, and the
+  // connection is torn down: hiredis 0.14 cannot cancel one command, and a
+  // server that misses one deadline is not trusted with the next.
+  uint32_t command_timeout_ms = 2000;
+  // Reconnect backoff: starts at the minimum, doubles up to the maximum, with
+  // full jitter so that a fleet does not reconnect in lockstep.
+  uint32_t reconnect_min_ms = 50;
+  uint32_t reconnect_max_ms = 5000;
+
+  bool enabled() const { return !host.empty() || !unix_socket.empty(); }
+};
+
+// What Do does while Redis is unreachable.
+enum class DegradedMode {
+  // Coalesce in this process only (counted in Stats::degraded_calls).
+  kLocalOnly,
+  // Fail the call at once with kUnavailable.
+  kFailFast,
+};
+
+struct Options {
+  RedisOptions redis;
+  DegradedMode when_redis_down = DegradedMode::kLocalOnly;
+
+  // Prefix of every Redis key and channel this group touches. Two groups with
+  // different prefixes never see each other's keys.
+  std::string key_prefix = "sf:";
+
+  // Inputs are bounded; anything past a bound is refused with a clear code.
+  size_t max_key_bytes = 1024;             // kInvalidArgument past it
+  size_t max_value_bytes = 4u << 20;       // kTooLarge past it
+  size_t max_inflight_keys = 100000;       // kUnavailable past it
+  size_t max_waiters_per_flight = 100000;  // kUnavailable past it
+
+  // L1: the in-process cache of finished results (0 entries disables it).
+  size_t l1_max_entries = 10000;
+  size_t l1_max_bytes = 64u << 20;
+  uint32_t l1_ttl_ms = 1000;
+
+  // The lease a leader holds on a key while its producer runs; a watchdog
+  // renews it every lock_ttl_ms/3, so it only lapses if the leader dies.
+  uint32_t lock_ttl_ms = 10000;
+  // How long a result stays in Redis (and bounds how long it stays in L1).
+  uint32_t result_ttl_ms = 10000;
+  // How long a producer error is cached; 0 = errors are not cached.
+  uint32_t error_ttl_ms = 0;
+  // A follower re-checks the key this often in case a message was lost or the
+  // leader died; a lost message costs at most one interval.
+  uint32_t fallback_interval_ms = 1000;
+  // A producer that has not called done after this long fails its flight with
+  // kTimeout (and releases the lease). It guards against a producer that never
+  // calls done; its late done is ignored.
+  uint32_t producer_timeout_ms = 60000;
+  // The deadline of a call whose CallOptions::wait_timeout_ms is 0.
+  uint32_t default_wait_timeout_ms = 10000;
+};
+
+struct CallOptions {
+  // This caller's deadline; 0 means Options::default_wait_timeout_ms.
+  uint32_t wait_timeout_ms = 0;
+};
+
+}  // namespace singleflight

@@ -1,0 +1,71 @@
+// RedisConnection: one hiredis async connection on a libuv loop, with the
+// timeouts, reconnects and error reporting that hiredis 0.14 lacks.
+//
+// Contract:
+// - Every Command callback runs exactly once: with the reply, or with a non-ok
+//   Status (kUnavailable on timeout/disconnect/not connected, kClosed on
+//   Close). Never synchronously inside Command(). Never after Close's `done`.
+// - The connection (re)connects by itself, forever, with exponential backoff
+//   and full jitter, until Close. Host names are resolved with uv_getaddrinfo.
+// - AUTH and SELECT from RedisOptions run before the connection counts as up;
+//   a failure there (e.g. WRONGPASS) is reported through on_state with its
+//   message and retried with backoff.
+// - A command that misses command_timeout_ms fails, and the connection is torn
+//   down and rebuilt (hiredis cannot cancel one command).
+// - In subscriber mode, every pub/sub reply (subscribe/unsubscribe
+//   confirmations and messages) goes to on_push; callers of Subscribe()/
+//   Unsubscribe() get no per-command callback (that is hiredis's RESP2 model).
+//
+// Lifetime: created with new, freed by itself after Close(done) completes
+// (done runs from the loop). Not thread-safe: use from the loop's thread.
+#pragma once
+
+#include <uv.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "redis_reply.h"
+#include "singleflight/options.h"
+#include "singleflight/status.h"
+
+namespace singleflight::internal {
+
+class RedisConnection {
+ public:
+  enum class Mode { kCommand, kSubscriber };
+
+  struct Handlers {
+    // Called when the connection becomes ready (after AUTH/SELECT) — also
+    // after every reconnect — and when it goes down (status says why).
+    std::function<void(bool up, const Status& why)> on_state;
+    // Subscriber mode only: every pub/sub reply, in arrival order.
+    std::function<void(const Reply& push)> on_push;
+  };
+  using CommandCallback = std::function<void(const Status& status, const Reply& reply)>;
+
+  // Starts connecting at once.
+  static RedisConnection* Create(uv_loop_t* loop, const RedisOptions& options, Mode mode,
+                                 Handlers handlers);
+
+  virtual ~RedisConnection() = default;
+
+  virtual bool connected() const = 0;
+
+  // Command mode: sends argv (binary-safe). The callback contract is above.
+  // A Redis error reply (e.g. NOSCRIPT) is a reply with Type::kError and an ok
+  // status: it is the server's answer, not a transport failure.
+  virtual void Command(std::vector<std::string> argv, CommandCallback callback) = 0;
+
+  // Subscriber mode: sends SUBSCRIBE/UNSUBSCRIBE for the channels. Returns
+  // false when not connected (nothing was sent).
+  virtual bool Subscribe(const std::vector<std::string>& channels) = 0;
+  virtual bool Unsubscribe(const std::vector<std::string>& channels) = 0;
+
+  // Fails pending commands with kClosed, closes the socket and every handle,
+  // then calls done (which may be empty) and frees this object.
+  virtual void Close(std::function<void()> done) = 0;
+};
+
+}  // namespace singleflight::internal
