@@ -85,6 +85,7 @@ class Call {
 
  private:
   friend class internal::GroupImpl;
+  friend class Group;
   Status status_;
   std::weak_ptr<internal::Waiter> waiter_;
 };
@@ -118,7 +119,8 @@ class Group {
   void Close(std::function<void()> done = nullptr);
 
  private:
-  internal::GroupImpl* impl_;  // frees itself after its handles are closed
+  internal::GroupImpl* impl_;  // frees itself after Close; then set to null
+  Stats last_stats_;           // what stats() answers once impl_ is gone
 };
 
 }  // namespace singleflight

@@ -1,0 +1,94 @@
+// GroupImpl: the group's table of flights, its caches, its Redis link and its
+// lifecycle. The flight state machine itself lives in flight.cpp.
+//
+// Lifetime: created by Group (or a test) with new; Close() ends it: pending
+// callers get kClosed, held locks are released, the Redis link and the
+// scheduler are shut down, the close callbacks run and then it deletes itself.
+#pragma once
+
+#include <uv.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "flight.h"
+#include "l1_cache.h"
+#include "redis_link.h"
+#include "scheduler.h"
+#include "singleflight/group.h"
+
+namespace singleflight::internal {
+
+class GroupImpl {
+ public:
+  // `scheduler` is owned (it is shut down, and a UvScheduler deletes itself).
+  // `link` is null for a local-only group.
+  GroupImpl(Options options, Scheduler* scheduler, std::unique_ptr<RedisLink> link);
+  // The production wiring: a UvScheduler and, if options.redis is set, the
+  // real Redis link.
+  static GroupImpl* Create(uv_loop_t* loop, Options options);
+
+  Call Do(std::string_view key, Producer producer, Callback callback,
+          CallOptions call_options = {});
+  void Forget(std::string_view key);
+  Stats stats() const;
+  void Close(std::function<void()> done);
+  bool closing() const { return closing_; }
+
+  // Called by Group's destructor so that the impl never touches a dead Group.
+  void set_owner_gone(std::function<void(const Stats&)> on_free) { on_free_ = std::move(on_free); }
+
+  // --- for flights ---
+  Scheduler& scheduler() { return *scheduler_; }
+  const Options& options() const { return options_; }
+  Stats& mutable_stats() { return stats_; }
+  L1Cache& l1() { return l1_; }
+  RedisLink* link() { return link_.get(); }
+  // A flight started before the first connect attempt settled waits here,
+  // so that a group used right after construction does not degrade at once.
+  void WaitForLink(std::shared_ptr<Flight> flight) { waiting_for_link_.push_back(std::move(flight)); }
+  // A flight is over: drop it from the table if it is still the key's flight.
+  void OnFlightFinished(Flight* flight);
+  // Decides each waiter's result now and delivers it from the loop.
+  void Resolve(std::vector<std::shared_ptr<Waiter>> waiters, const Status& status,
+               std::shared_ptr<const std::string> value, Source source);
+  // Resolves one waiter that gives up (timeout, cancel).
+  void ResolveOne(const std::shared_ptr<Waiter>& waiter, const Status& status);
+  // Redis work that Close must wait for (lock releases); bounded by the
+  // command timeout.
+  void BeginCloseWork() { ++close_work_; }
+  void EndCloseWork();
+
+ private:
+  ~GroupImpl();
+  friend class singleflight::Call;
+  Status ValidateOptions() const;
+  Call Reject(Status status);
+  void ArmDeadline(const std::shared_ptr<Waiter>& waiter, uint32_t timeout_ms);
+  void OnLinkState(bool up);
+  void FinishClose();
+
+  Options options_;
+  Status options_status_;
+  Scheduler* scheduler_;
+  std::unique_ptr<RedisLink> link_;
+  L1Cache l1_;
+  Stats stats_;
+  // The current flight of each key; a key view points into its flight.
+  std::unordered_map<std::string_view, std::shared_ptr<Flight>> flights_;
+  // Flights dropped from the table by Forget that still answer their callers.
+  std::unordered_map<Flight*, std::shared_ptr<Flight>> detached_;
+  std::vector<std::shared_ptr<Flight>> waiting_for_link_;
+  bool ever_up_ = false;
+  bool closing_ = false;
+  int close_work_ = 0;
+  bool close_started_ = false;
+  std::vector<std::function<void()>> close_done_;
+  std::function<void(const Stats&)> on_free_;
+};
+
+}  // namespace singleflight::internal

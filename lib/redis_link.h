@@ -1,0 +1,63 @@
+// RedisLink: everything a flight needs from Redis, as one narrow seam.
+//
+// The real link (redis_link.cpp) runs the Lua scripts on the command
+// connection and multiplexes channels on the subscriber connection; unit
+// tests substitute a fake so the flight state machine can be driven without a
+// server. A group in local-only mode has no link at all.
+#pragma once
+
+#include <uv.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "redis_reply.h"
+#include "singleflight/options.h"
+#include "singleflight/status.h"
+
+namespace singleflight::internal {
+
+// The scripts of docs/protocol.md, by name.
+enum class Script { kGetOrLock, kRenew, kComplete, kRelease, kForget };
+
+class ChannelListener {
+ public:
+  virtual ~ChannelListener() = default;
+  // The subscription is live (also after each re-subscription on reconnect:
+  // messages sent during an outage are lost, so the listener re-checks).
+  virtual void OnSubscribed() = 0;
+  virtual void OnMessage(std::string_view payload) = 0;
+};
+
+class RedisLink {
+ public:
+  using ReplyCallback = std::function<void(const Status& status, const Reply& reply)>;
+  // up: the command connection is ready. Reported on every change.
+  using StateCallback = std::function<void(bool up, const Status& why)>;
+
+  virtual ~RedisLink() = default;
+
+  // Whether the command connection has been up at least once or has failed at
+  // least once: before that, callers wait instead of degrading.
+  virtual bool settled() const = 0;
+  virtual bool up() const = 0;
+  // Runs a script; the callback runs exactly once, never inside RunScript.
+  virtual void RunScript(Script script, std::vector<std::string> keys,
+                         std::vector<std::string> args, ReplyCallback callback) = 0;
+  // Adds/removes a listener of a channel. After Unlisten returns, the
+  // listener is never called again.
+  virtual void Listen(const std::string& channel, ChannelListener* listener) = 0;
+  virtual void Unlisten(const std::string& channel, ChannelListener* listener) = 0;
+  // Closes both connections; pending script callbacks get kClosed; then done.
+  virtual void Close(std::function<void()> done) = 0;
+};
+
+// The real link over two RedisConnections. `on_state` reports the command
+// connection's ups and downs; `on_reconnect` counts reconnects.
+std::unique_ptr<RedisLink> MakeRedisLink(uv_loop_t* loop, const RedisOptions& options,
+                                         RedisLink::StateCallback on_state);
+
+}  // namespace singleflight::internal
