@@ -12,6 +12,23 @@ GroupImpl::GroupImpl(Options options, Scheduler* scheduler, std::unique_ptr<Redi
       link_(std::move(link)),
       l1_(options_.l1_max_entries, options_.l1_max_bytes) {
   options_status_ = ValidateOptions();
+  ListenForInvalidations();
+}
+
+void GroupImpl::ListenForInvalidations() {
+  if (!link_ || !options_status_.ok()) return;
+  invalidation_channel_ = InvalidationChannel(options_.key_prefix);
+  link_->Listen(invalidation_channel_, &invalidations_);
+}
+
+void GroupImpl::InvalidationListener::OnSubscribed() {
+  if (subscribed_once_) group_.l1_.Clear();
+  subscribed_once_ = true;
+}
+
+void GroupImpl::InvalidationListener::OnMessage(std::string_view key) {
+  ++group_.stats_.invalidations;
+  group_.l1_.Erase(key);
 }
 
 GroupImpl::~GroupImpl() = default;
@@ -22,6 +39,7 @@ GroupImpl* GroupImpl::Create(uv_loop_t* loop, Options options) {
   if (use_redis && impl->options_status_.ok()) {
     impl->link_ = MakeRedisLink(loop, impl->options_.redis,
                                 [impl](bool up, const Status&) { impl->OnLinkState(up); });
+    impl->ListenForInvalidations();
   }
   return impl;
 }
@@ -210,6 +228,7 @@ void GroupImpl::EndCloseWork() {
     scheduler_->Shutdown([this] { FinishClose(); });
   };
   if (link_) {
+    if (!invalidation_channel_.empty()) link_->Unlisten(invalidation_channel_, &invalidations_);
     link_->Close(shutdown_scheduler);
   } else {
     shutdown_scheduler();

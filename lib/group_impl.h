@@ -58,6 +58,8 @@ class GroupImpl {
                std::shared_ptr<const std::string> value, Source source);
   // Resolves one waiter that gives up (timeout, cancel).
   void ResolveOne(const std::shared_ptr<Waiter>& waiter, const Status& status);
+  // The link's command connection went up or down.
+  void OnLinkState(bool up);
   // Redis work that Close must wait for (lock releases); bounded by the
   // command timeout.
   void BeginCloseWork() { ++close_work_; }
@@ -69,8 +71,22 @@ class GroupImpl {
   Status ValidateOptions() const;
   Call Reject(Status status);
   void ArmDeadline(const std::shared_ptr<Waiter>& waiter, uint32_t timeout_ms);
-  void OnLinkState(bool up);
   void FinishClose();
+  void ListenForInvalidations();
+
+  // Forget in another process drops the key from our L1. After a
+  // re-subscription the whole L1 is dropped: invalidations sent during the
+  // outage are lost, and a stale L1 entry is worse than a Redis round trip.
+  class InvalidationListener final : public ChannelListener {
+   public:
+    explicit InvalidationListener(GroupImpl& group) : group_(group) {}
+    void OnSubscribed() override;
+    void OnMessage(std::string_view key) override;
+
+   private:
+    GroupImpl& group_;
+    bool subscribed_once_ = false;
+  };
 
   Options options_;
   Status options_status_;
@@ -89,6 +105,8 @@ class GroupImpl {
   bool close_started_ = false;
   std::vector<std::function<void()>> close_done_;
   std::function<void(const Stats&)> on_free_;
+  InvalidationListener invalidations_{*this};
+  std::string invalidation_channel_;  // empty when not listening
 };
 
 }  // namespace singleflight::internal

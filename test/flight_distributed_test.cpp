@@ -1,0 +1,411 @@
+// The flight state machine's Redis states, driven through a fake RedisLink on
+// a manual clock: every script call and every channel message is decided by
+// the test. (The same paths run against a real redis-server in the
+// integration tests.)
+#include <gtest/gtest.h>
+
+#include <map>
+#include <set>
+
+#include "envelope.h"
+#include "group_impl.h"
+#include "support/manual_scheduler.h"
+
+namespace singleflight::internal {
+namespace {
+
+struct ScriptCall {
+  Script script;
+  std::vector<std::string> keys;
+  std::vector<std::string> args;
+  RedisLink::ReplyCallback callback;
+};
+
+class FakeLink final : public RedisLink {
+ public:
+  bool settled() const override { return settled_; }
+  bool up() const override { return up_; }
+  void RunScript(Script script, std::vector<std::string> keys, std::vector<std::string> args,
+                 ReplyCallback callback) override {
+    calls.push_back({script, std::move(keys), std::move(args), std::move(callback)});
+  }
+  void Listen(const std::string& channel, ChannelListener* listener) override {
+    listeners[channel].insert(listener);
+  }
+  void Unlisten(const std::string& channel, ChannelListener* listener) override {
+    listeners[channel].erase(listener);
+  }
+  void Close(std::function<void()> done) override {
+    for (auto& call : calls) {
+      if (call.callback) call.callback(Status(Code::kClosed, "closed"), Reply{});
+    }
+    calls.clear();
+    done();
+  }
+
+  // Answers the oldest unanswered call of `script`.
+  void Answer(Script script, Reply reply) {
+    for (auto& call : calls) {
+      if (call.script == script && call.callback) {
+        auto callback = std::move(call.callback);
+        call.callback = nullptr;
+        callback(Status::Ok(), reply);
+        return;
+      }
+    }
+    ADD_FAILURE() << "no pending call of that script";
+  }
+  int Count(Script script) const {
+    int n = 0;
+    for (auto& call : calls) n += call.script == script;
+    return n;
+  }
+  const ScriptCall* Last(Script script) const {
+    for (auto it = calls.rbegin(); it != calls.rend(); ++it) {
+      if (it->script == script) return &*it;
+    }
+    return nullptr;
+  }
+  // Flight listeners only: the group's invalidation listener is always there.
+  size_t ListenerCount() const {
+    size_t n = 0;
+    for (auto& entry : listeners) n += entry.first == "sf:invalidate" ? 0 : entry.second.size();
+    return n;
+  }
+  ChannelListener* OnlyListener() {
+    for (auto& entry : listeners) {
+      if (entry.first != "sf:invalidate" && !entry.second.empty()) return *entry.second.begin();
+    }
+    return nullptr;
+  }
+
+  bool settled_ = true;
+  bool up_ = true;
+  std::vector<ScriptCall> calls;
+  std::map<std::string, std::set<ChannelListener*>> listeners;
+};
+
+Reply Int(long long v) {
+  Reply r;
+  r.type = Reply::Type::kInteger;
+  r.integer = v;
+  return r;
+}
+Reply Str(std::string s) {
+  Reply r;
+  r.type = Reply::Type::kString;
+  r.str = std::move(s);
+  return r;
+}
+Reply Arr(std::vector<Reply> elements) {
+  Reply r;
+  r.type = Reply::Type::kArray;
+  r.elements = std::move(elements);
+  return r;
+}
+std::string OkEnvelope(std::string value) {
+  Envelope e;
+  e.ok = true;
+  e.value = std::move(value);
+  e.token = std::string(16, 't');
+  e.produced_at_ms = 1;
+  return EncodeEnvelope(e);
+}
+std::string ErrorEnvelope(std::string message) {
+  Envelope e;
+  e.error_code = "producer_error";
+  e.error = std::move(message);
+  e.token = std::string(16, 't');
+  return EncodeEnvelope(e);
+}
+Reply Hit(std::string envelope) { return Arr({Int(1), Str(std::move(envelope))}); }
+Reply Acquired() { return Arr({Int(2)}); }
+Reply Busy() { return Arr({Int(0), Int(5000)}); }
+
+class FlightDistributedTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Make(Options{}); }
+  void TearDown() override {
+    if (!group_) return;
+    bool closed = false;
+    group_->Close([&] { closed = true; });
+    clock_->RunPending();
+    // A leader's release must be answered before the close completes.
+    while (link_ && link_->Count(Script::kRelease) > 0 && !closed) {
+      link_->Answer(Script::kRelease, Int(1));
+      clock_->RunPending();
+    }
+    EXPECT_TRUE(closed);
+  }
+  void Make(Options options) {
+    options.redis.host = "fake";
+    clock_ = std::make_unique<test::ManualScheduler>();
+    auto link = std::make_unique<FakeLink>();
+    link_ = link.get();
+    group_ = new GroupImpl(std::move(options), clock_.get(), std::move(link));
+  }
+  Producer Parked() {
+    return [this](const ProducerContext&, Done done) {
+      ++runs_;
+      parked_.push_back(std::move(done));
+    };
+  }
+  Call DoKey(std::string_view key, CallOptions o = {}) {
+    Call call = group_->Do(key, Parked(), [this](const Result& r) { results_.push_back(r); }, o);
+    EXPECT_TRUE(call.ok());
+    return call;
+  }
+
+  std::unique_ptr<test::ManualScheduler> clock_;
+  FakeLink* link_ = nullptr;
+  GroupImpl* group_ = nullptr;
+  int runs_ = 0;
+  std::vector<Done> parked_;
+  std::vector<Result> results_;
+};
+
+TEST_F(FlightDistributedTest, OneRoundTripPerFlightHoweverManyCallers) {
+  for (int i = 0; i < 5; ++i) (void)DoKey("k");
+  EXPECT_EQ(link_->Count(Script::kGetOrLock), 1);
+}
+
+TEST_F(FlightDistributedTest, LeaderRunsTheProducerAndCompletesAtomically) {
+  (void)DoKey("k");
+  (void)DoKey("k");
+  link_->Answer(Script::kGetOrLock, Acquired());
+  ASSERT_EQ(runs_, 1);
+  parked_[0]("v");
+  const ScriptCall* complete = link_->Last(Script::kComplete);
+  ASSERT_NE(complete, nullptr);
+  EXPECT_EQ(complete->keys, (std::vector<std::string>{"sf:{k}:result", "sf:{k}:lock"}));
+  EXPECT_EQ(complete->args[3], "sf:{k}:ch");
+  EXPECT_EQ(complete->args[2], std::to_string(Options{}.result_ttl_ms));
+  Envelope published;
+  ASSERT_TRUE(DecodeEnvelope(complete->args[1], DecodeLimits::ForMaxValue(1 << 20), &published).ok());
+  EXPECT_TRUE(published.ok);
+  EXPECT_EQ(published.value, "v");
+  EXPECT_EQ(published.token, complete->args[0]);  // the lock token
+  clock_->RunPending();
+  ASSERT_EQ(results_.size(), 2u);
+  EXPECT_EQ(results_[0].source, Source::kLed);
+  EXPECT_EQ(results_[1].source, Source::kJoined);
+}
+
+TEST_F(FlightDistributedTest, CachedResultAnswersWithoutProducer) {
+  (void)DoKey("k");
+  link_->Answer(Script::kGetOrLock, Hit(OkEnvelope("cached")));
+  clock_->RunPending();
+  ASSERT_EQ(results_.size(), 1u);
+  EXPECT_EQ(results_[0].value(), "cached");
+  EXPECT_EQ(results_[0].source, Source::kRedisCache);
+  EXPECT_EQ(runs_, 0);
+  EXPECT_EQ(group_->stats().redis_hits, 1u);
+}
+
+TEST_F(FlightDistributedTest, FollowerRechecksOnceSubscribedAndFindsTheResult) {
+  (void)DoKey("k");
+  link_->Answer(Script::kGetOrLock, Busy());
+  ASSERT_EQ(link_->ListenerCount(), 1u);
+  EXPECT_EQ(link_->listeners["sf:{k}:ch"].size(), 1u);
+  link_->OnlyListener()->OnSubscribed();
+  EXPECT_EQ(link_->Count(Script::kGetOrLock), 2);
+  link_->Answer(Script::kGetOrLock, Hit(OkEnvelope("v")));
+  clock_->RunPending();
+  ASSERT_EQ(results_.size(), 1u);
+  EXPECT_EQ(results_[0].source, Source::kRedisCache);
+  EXPECT_EQ(group_->stats().fallback_checks, 0u);
+  EXPECT_EQ(link_->ListenerCount(), 0u);
+}
+
+TEST_F(FlightDistributedTest, FollowerIsWokenByTheMessage) {
+  (void)DoKey("k");
+  (void)DoKey("k");
+  link_->Answer(Script::kGetOrLock, Busy());
+  link_->OnlyListener()->OnMessage(OkEnvelope("v"));
+  clock_->RunPending();
+  ASSERT_EQ(results_.size(), 2u);
+  EXPECT_EQ(results_[0].source, Source::kPubSub);
+  EXPECT_EQ(results_[1].source, Source::kJoined);
+  EXPECT_EQ(results_[0].value(), "v");
+  EXPECT_EQ(group_->stats().pubsub_wakes, 1u);
+  EXPECT_EQ(link_->ListenerCount(), 0u);
+}
+
+TEST_F(FlightDistributedTest, ErrorMessageFailsFollowersFast) {
+  (void)DoKey("k");
+  link_->Answer(Script::kGetOrLock, Busy());
+  link_->OnlyListener()->OnMessage(ErrorEnvelope("upstream down"));
+  clock_->RunPending();
+  ASSERT_EQ(results_.size(), 1u);
+  EXPECT_EQ(results_[0].status.code(), Code::kProducerError);
+  EXPECT_EQ(results_[0].status.message(), "upstream down");
+}
+
+TEST_F(FlightDistributedTest, MalformedMessageIsDroppedAndRechecked) {
+  (void)DoKey("k");
+  link_->Answer(Script::kGetOrLock, Busy());
+  link_->OnlyListener()->OnMessage("garbage\xc1");
+  EXPECT_EQ(group_->stats().malformed_dropped, 1u);
+  EXPECT_TRUE(results_.empty());
+  link_->Answer(Script::kGetOrLock, Hit(OkEnvelope("v")));
+  clock_->RunPending();
+  ASSERT_EQ(results_.size(), 1u);
+  EXPECT_EQ(results_[0].value(), "v");
+  EXPECT_EQ(results_[0].source, Source::kFallbackGet);
+}
+
+TEST_F(FlightDistributedTest, FallbackTimerTakesOverALapsedLock) {
+  (void)DoKey("k");
+  link_->Answer(Script::kGetOrLock, Busy());
+  link_->OnlyListener()->OnSubscribed();
+  link_->Answer(Script::kGetOrLock, Busy());
+  clock_->Advance(Options{}.fallback_interval_ms);
+  EXPECT_EQ(group_->stats().fallback_checks, 1u);
+  link_->Answer(Script::kGetOrLock, Acquired());
+  EXPECT_EQ(runs_, 1);
+  EXPECT_EQ(group_->stats().takeovers, 1u);
+  EXPECT_EQ(link_->ListenerCount(), 0u);  // a leader does not listen
+  parked_[0]("v");
+  clock_->RunPending();
+  ASSERT_EQ(results_.size(), 1u);
+  EXPECT_EQ(results_[0].source, Source::kLed);
+}
+
+TEST_F(FlightDistributedTest, FallbackHitIsSourcedAsFallback) {
+  (void)DoKey("k");
+  link_->Answer(Script::kGetOrLock, Busy());
+  clock_->Advance(Options{}.fallback_interval_ms);
+  link_->Answer(Script::kGetOrLock, Hit(OkEnvelope("v")));
+  clock_->RunPending();
+  ASSERT_EQ(results_.size(), 1u);
+  EXPECT_EQ(results_[0].source, Source::kFallbackGet);
+  EXPECT_EQ(group_->stats().fallback_hits, 1u);
+}
+
+TEST_F(FlightDistributedTest, WatchdogRenewsTheLockWhileTheProducerRuns) {
+  (void)DoKey("k", CallOptions{60000});
+  link_->Answer(Script::kGetOrLock, Acquired());
+  uint32_t ttl = Options{}.lock_ttl_ms;
+  clock_->Advance(ttl / 3);
+  EXPECT_EQ(link_->Count(Script::kRenew), 1);
+  clock_->Advance(ttl / 3);
+  EXPECT_EQ(link_->Count(Script::kRenew), 2);
+  EXPECT_EQ(link_->Last(Script::kRenew)->args[1], std::to_string(ttl));
+  parked_[0]("v");
+  clock_->Advance(ttl);
+  EXPECT_EQ(link_->Count(Script::kRenew), 2);  // stops with the production
+}
+
+TEST_F(FlightDistributedTest, ProducerErrorIsPublishedAndNotStored) {
+  (void)DoKey("k");
+  link_->Answer(Script::kGetOrLock, Acquired());
+  parked_[0].Fail("boom");
+  const ScriptCall* complete = link_->Last(Script::kComplete);
+  ASSERT_NE(complete, nullptr);
+  EXPECT_EQ(complete->args[2], "0");  // error_ttl_ms = 0: not stored
+  Envelope published;
+  ASSERT_TRUE(DecodeEnvelope(complete->args[1], DecodeLimits::ForMaxValue(1 << 20), &published).ok());
+  EXPECT_FALSE(published.ok);
+  EXPECT_EQ(published.error, "boom");
+}
+
+TEST_F(FlightDistributedTest, TooLargeValueTellsFollowersSo) {
+  Options options;
+  options.max_value_bytes = 3;
+  TearDown();
+  Make(options);
+  (void)DoKey("k");
+  link_->Answer(Script::kGetOrLock, Acquired());
+  parked_[0]("1234");
+  Envelope published;
+  ASSERT_TRUE(DecodeEnvelope(link_->Last(Script::kComplete)->args[1],
+                             DecodeLimits::ForMaxValue(3), &published).ok());
+  EXPECT_EQ(published.error_code, "too_large");
+  clock_->RunPending();
+  EXPECT_EQ(results_[0].status.code(), Code::kTooLarge);
+}
+
+TEST_F(FlightDistributedTest, RedisDownDegradesToLocalOnly) {
+  link_->up_ = false;
+  (void)DoKey("k");
+  (void)DoKey("k");
+  EXPECT_EQ(runs_, 1);
+  EXPECT_EQ(link_->calls.size(), 0u);
+  parked_[0]("v");
+  EXPECT_EQ(link_->calls.size(), 0u);  // nothing published while down
+  clock_->RunPending();
+  ASSERT_EQ(results_.size(), 2u);
+  EXPECT_TRUE(results_[0].ok());
+  EXPECT_EQ(group_->stats().degraded_calls, 1u);
+}
+
+TEST_F(FlightDistributedTest, RedisDownFailsFastWhenConfigured) {
+  Options options;
+  options.when_redis_down = DegradedMode::kFailFast;
+  TearDown();
+  Make(options);
+  link_->up_ = false;
+  (void)DoKey("k");
+  clock_->RunPending();
+  ASSERT_EQ(results_.size(), 1u);
+  EXPECT_EQ(results_[0].status.code(), Code::kUnavailable);
+  EXPECT_EQ(runs_, 0);
+}
+
+TEST_F(FlightDistributedTest, FirstCallsWaitForTheFirstConnectAttempt) {
+  link_->settled_ = false;
+  (void)DoKey("k");
+  EXPECT_EQ(link_->calls.size(), 0u);
+  link_->settled_ = true;
+  group_->OnLinkState(true);
+  EXPECT_EQ(link_->Count(Script::kGetOrLock), 1);
+}
+
+TEST_F(FlightDistributedTest, FollowerWithNoCallerLeftStopsListening) {
+  (void)DoKey("k", CallOptions{100});
+  link_->Answer(Script::kGetOrLock, Busy());
+  EXPECT_EQ(link_->ListenerCount(), 1u);
+  clock_->Advance(100);
+  EXPECT_EQ(link_->ListenerCount(), 0u);
+  ASSERT_EQ(results_.size(), 1u);
+  EXPECT_EQ(results_[0].status.code(), Code::kTimeout);
+}
+
+TEST_F(FlightDistributedTest, CloseReleasesAHeldLock) {
+  (void)DoKey("k");
+  link_->Answer(Script::kGetOrLock, Acquired());
+  bool closed = false;
+  group_->Close([&] { closed = true; });
+  clock_->RunPending();
+  EXPECT_EQ(link_->Count(Script::kRelease), 1);
+  EXPECT_FALSE(closed);  // waits for the release's reply
+  link_->Answer(Script::kRelease, Int(1));
+  clock_->RunPending();
+  EXPECT_TRUE(closed);
+  ASSERT_EQ(results_.size(), 1u);
+  EXPECT_EQ(results_[0].status.code(), Code::kClosed);
+  group_ = nullptr;
+}
+
+TEST_F(FlightDistributedTest, InvalidationDropsTheKeyFromL1) {
+  (void)DoKey("k");
+  link_->Answer(Script::kGetOrLock, Hit(OkEnvelope("v1")));
+  clock_->RunPending();
+  ASSERT_EQ(link_->listeners["sf:invalidate"].size(), 1u);
+  ChannelListener* invalidations = *link_->listeners["sf:invalidate"].begin();
+  invalidations->OnMessage("k");
+  EXPECT_EQ(group_->stats().invalidations, 1u);
+  (void)DoKey("k");
+  EXPECT_EQ(link_->Count(Script::kGetOrLock), 2);  // not an L1 hit any more
+}
+
+TEST_F(FlightDistributedTest, ForgetDeletesAndBroadcasts) {
+  group_->Forget("k");
+  const ScriptCall* forget = link_->Last(Script::kForget);
+  ASSERT_NE(forget, nullptr);
+  EXPECT_EQ(forget->keys, (std::vector<std::string>{"sf:{k}:result"}));
+  EXPECT_EQ(forget->args, (std::vector<std::string>{"sf:invalidate", "k"}));
+}
+
+}  // namespace
+}  // namespace singleflight::internal
