@@ -1,0 +1,20 @@
+// Helpers that let tests wait for events by running the loop, never by
+// sleeping: a guard timer bounds each wait so a hang fails instead of hanging.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <functional>
+
+namespace singleflight::test {
+
+// Runs `loop` until `done()` holds or `timeout_ms` passes. Returns done().
+// The timeout is a hang guard, not a timing assertion: keep it generous.
+bool RunUntil(uv_loop_t* loop, const std::function<bool()>& done, uint64_t timeout_ms = 15000);
+
+// Runs `loop` until nothing is left on it (every handle closed, every request
+// finished). Returns false if work was still pending after `timeout_ms`.
+bool Drain(uv_loop_t* loop, uint64_t timeout_ms = 15000);
+
+}  // namespace singleflight::test

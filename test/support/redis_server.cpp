@@ -1,0 +1,220 @@
+#include "support/redis_server.h"
+
+#include <hiredis/hiredis.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <thread>
+
+#include "hiredis_reply.h"
+
+namespace singleflight::test {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr auto kReadyTimeout = std::chrono::seconds(10);
+constexpr auto kStopTimeout = std::chrono::seconds(5);
+// Readiness and exit are probed, not awaited: a fork/exec'd server offers no
+// event to wait on. The probe interval only bounds how fast we notice.
+constexpr auto kProbeInterval = std::chrono::milliseconds(5);
+constexpr int kPortAttempts = 5;
+
+// Asks the kernel for a free port. Another process may take it before the
+// server binds; WaitReady's process_id check catches that.
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return 0;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  int port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  close(fd);
+  return port;
+}
+
+struct ContextFree {
+  void operator()(redisContext* c) const { redisFree(c); }
+};
+using ContextPtr = std::unique_ptr<redisContext, ContextFree>;
+
+struct ReplyFree {
+  void operator()(redisReply* r) const { freeReplyObject(r); }
+};
+using ReplyPtr = std::unique_ptr<redisReply, ReplyFree>;
+
+ReplyPtr Run(redisContext* c, const std::vector<std::string>& argv) {
+  std::vector<const char*> args;
+  std::vector<size_t> lengths;
+  for (const std::string& arg : argv) {
+    args.push_back(arg.data());
+    lengths.push_back(arg.size());
+  }
+  return ReplyPtr(static_cast<redisReply*>(
+      redisCommandArgv(c, static_cast<int>(args.size()), args.data(), lengths.data())));
+}
+
+internal::Reply ErrorReply(std::string message) {
+  internal::Reply reply;
+  reply.type = internal::Reply::Type::kError;
+  reply.str = std::move(message);
+  return reply;
+}
+
+// The pid the server reports, or -1 if it does not answer (yet).
+pid_t ServerPid(redisContext* c) {
+  ReplyPtr info = Run(c, {"INFO", "server"});
+  if (!info || info->type != REDIS_REPLY_STRING) return -1;
+  std::string text(info->str, info->len);
+  size_t at = text.find("process_id:");
+  if (at == std::string::npos) return -1;
+  return static_cast<pid_t>(std::atol(text.c_str() + at + 11));
+}
+
+}  // namespace
+
+RedisServer::RedisServer(Config config) : config_(std::move(config)) {}
+
+RedisServer::~RedisServer() {
+  Stop();
+  if (!dir_.empty()) {
+    std::error_code ignored;
+    std::filesystem::remove_all(dir_, ignored);
+  }
+}
+
+bool RedisServer::Start() {
+  if (dir_.empty()) {
+    std::string pattern = (std::filesystem::temp_directory_path() / "sf-redis-XXXXXX").string();
+    if (mkdtemp(pattern.data()) == nullptr) return false;
+    dir_ = pattern;
+  }
+  for (int attempt = 0; attempt < kPortAttempts; ++attempt) {
+    port_ = FreePort();
+    if (port_ != 0 && Launch() && WaitReady()) return true;
+    Kill();
+  }
+  return false;
+}
+
+bool RedisServer::Restart() {
+  if (pid_ > 0) Stop();
+  return Launch() && WaitReady();
+}
+
+bool RedisServer::Launch() {
+  std::vector<std::string> args = {SF_REDIS_SERVER,
+                                   "--port",
+                                   std::to_string(port_),
+                                   "--bind",
+                                   "127.0.0.1",
+                                   "--dir",
+                                   dir_,
+                                   "--save",
+                                   "",
+                                   "--appendonly",
+                                   "no",
+                                   "--daemonize",
+                                   "no",
+                                   "--logfile",
+                                   dir_ + "/redis.log",
+                                   "--unixsocket",
+                                   unix_socket(),
+                                   "--unixsocketperm",
+                                   "700"};
+  if (!config_.requirepass.empty()) {
+    args.insert(args.end(), {"--requirepass", config_.requirepass});
+  }
+  args.insert(args.end(), config_.extra_args.begin(), config_.extra_args.end());
+  std::vector<char*> argv;
+  for (std::string& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+
+  pid_t pid = fork();
+  if (pid < 0) return false;
+  if (pid == 0) {
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  pid_ = pid;
+  return true;
+}
+
+bool RedisServer::WaitReady() {
+  auto deadline = Clock::now() + kReadyTimeout;
+  while (Clock::now() < deadline) {
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {  // exited: the port was taken, or bad args
+      pid_ = -1;
+      return false;
+    }
+    timeval timeout{0, 200 * 1000};
+    ContextPtr c(redisConnectWithTimeout(host().c_str(), port_, timeout));
+    if (c && c->err == 0) {
+      if (!config_.requirepass.empty()) Run(c.get(), {"AUTH", config_.requirepass});
+      pid_t server = ServerPid(c.get());
+      if (server == pid_) return true;
+      if (server > 0) return false;  // someone else's server on this port
+    }
+    std::this_thread::sleep_for(kProbeInterval);
+  }
+  return false;
+}
+
+void RedisServer::Reap(int signal) {
+  if (pid_ <= 0) return;
+  kill(pid_, signal);
+  kill(pid_, SIGCONT);  // a paused server handles SIGTERM only once resumed
+  auto deadline = Clock::now() + kStopTimeout;
+  int status = 0;
+  while (waitpid(pid_, &status, WNOHANG) == 0) {
+    if (Clock::now() >= deadline) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, &status, 0);
+      break;
+    }
+    std::this_thread::sleep_for(kProbeInterval);
+  }
+  pid_ = -1;
+}
+
+void RedisServer::Stop() {
+  Reap(SIGTERM);
+}
+void RedisServer::Kill() {
+  Reap(SIGKILL);
+}
+
+void RedisServer::Pause() {
+  if (pid_ > 0) kill(pid_, SIGSTOP);
+}
+
+void RedisServer::Resume() {
+  if (pid_ > 0) kill(pid_, SIGCONT);
+}
+
+internal::Reply RedisServer::Command(const std::vector<std::string>& argv) {
+  timeval timeout{5, 0};
+  ContextPtr c(redisConnectWithTimeout(host().c_str(), port_, timeout));
+  if (!c) return ErrorReply("out of memory");
+  if (c->err != 0) return ErrorReply(c->errstr);
+  redisSetTimeout(c.get(), timeout);
+  if (!config_.requirepass.empty()) Run(c.get(), {"AUTH", config_.requirepass});
+  ReplyPtr reply = Run(c.get(), argv);
+  if (!reply) return ErrorReply(c->errstr);
+  return internal::ToReply(reply.get());
+}
+
+}  // namespace singleflight::test

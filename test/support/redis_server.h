@@ -1,0 +1,63 @@
+// RedisServer: a real redis-server owned by one test, on a free loopback port
+// (and a unix socket in its temp dir), with the faults tests need to inject:
+// kill, stop, pause, restart on the same port.
+//
+// Not thread-safe. The server is a child process of the test; the destructor
+// stops it and removes its directory.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "redis_reply.h"
+
+namespace singleflight::test {
+
+class RedisServer {
+ public:
+  struct Config {
+    std::string requirepass;
+    // Appended to the command line, e.g. {"--user", "alice", "on", ">pw", "~sf:*", "+@all"}.
+    std::vector<std::string> extra_args;
+  };
+
+  explicit RedisServer(Config config = {});
+  ~RedisServer();
+  RedisServer(const RedisServer&) = delete;
+  RedisServer& operator=(const RedisServer&) = delete;
+
+  // Starts on a free port and returns once the server answers PING and its
+  // INFO process_id is our child (so the port is really ours). Tries a few
+  // ports; false if none worked.
+  bool Start();
+  void Stop();  // SIGTERM, then SIGKILL if it lingers; waits for it
+  void Kill();  // SIGKILL; waits for it
+  void Pause();
+  void Resume();
+  // Stops (or finds stopped) the server and starts it again on the same port.
+  bool Restart();
+
+  int port() const { return port_; }
+  std::string host() const { return "127.0.0.1"; }
+  std::string unix_socket() const { return dir_.empty() ? std::string() : dir_ + "/redis.sock"; }
+  pid_t pid() const { return pid_; }
+
+  // A synchronous command on a fresh blocking connection (test side only,
+  // never on a loop). Authenticates with Config::requirepass if set. A
+  // connection failure comes back as a kError reply with its message.
+  internal::Reply Command(const std::vector<std::string>& argv);
+
+ private:
+  bool Launch();
+  bool WaitReady();
+  void Reap(int signal);
+
+  Config config_;
+  std::string dir_;
+  int port_ = 0;
+  pid_t pid_ = -1;
+};
+
+}  // namespace singleflight::test
