@@ -16,8 +16,28 @@
 //   confirmations and messages) goes to on_push; callers of Subscribe()/
 //   Unsubscribe() get no per-command callback (that is hiredis's RESP2 model).
 //
+// - Command() while the connection is not ready (connecting, backing off,
+//   mid-handshake) fails fast with kUnavailable, deferred to the loop, rather
+//   than queueing: callers have their own deadlines and fallbacks, and a queue
+//   would only hold work hostage to an outage. The message carries the last
+//   connection error.
+// - on_state(true) comes once per established connection; on_state(false)
+//   after a lost connection and after every failed attempt, so it repeats
+//   while Redis stays down. No handler runs after Close().
+// - A connect or command timeout of 0 disables that timeout.
+// - Dead peers: TCP keepalive (5 s idle, 3 probes 2 s apart) and
+//   TCP_USER_TIMEOUT (11 s) on every TCP socket; sockets are close-on-exec.
+//   A paused-but-alive server is caught only by command timeouts.
+//
+// SIGPIPE: hiredis writes with write(), and a write to a peer-closed socket
+// raises SIGPIPE, which kills a process by default. The first Create() sets
+// SIGPIPE to SIG_IGN if (and only if) it is still SIG_DFL; a handler or an
+// ignore the application installed is left alone. Per-socket suppression
+// (MSG_NOSIGNAL) is impossible with hiredis's plain write().
+//
 // Lifetime: created with new, freed by itself after Close(done) completes
-// (done runs from the loop). Not thread-safe: use from the loop's thread.
+// (done runs from the loop, after every pending callback). Not thread-safe:
+// use from the loop's thread. Handlers and callbacks must not throw.
 #pragma once
 
 #include <uv.h>
@@ -64,7 +84,9 @@ class RedisConnection {
   virtual bool Unsubscribe(const std::vector<std::string>& channels) = 0;
 
   // Fails pending commands with kClosed, closes the socket and every handle,
-  // then calls done (which may be empty) and frees this object.
+  // then calls done (which may be empty) and frees this object. Works in any
+  // state (resolving, connecting, backing off, ready). Call it once; it may be
+  // called from inside any handler or callback of this connection.
   virtual void Close(std::function<void()> done) = 0;
 };
 
