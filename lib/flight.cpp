@@ -16,11 +16,6 @@ uint64_t WallMs() {
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
 }
 
-// GetOrLock's answers (docs/protocol.md).
-constexpr long long kBusy = 0;
-constexpr long long kHit = 1;
-constexpr long long kAcquired = 2;
-
 }  // namespace
 
 Flight::Flight(GroupImpl& group, std::string key, Producer producer)
@@ -67,7 +62,7 @@ void Flight::CheckRedis(Check why) {
   if (token_.empty()) token_ = RandomToken();
   auto self = shared_from_this();
   group_.link()->RunScript(
-      Script::kGetOrLock, {names_.result, names_.lock},
+      ScriptId::kGetOrLock, {names_.result, names_.lock},
       {token_, std::to_string(group_.options().lock_ttl_ms)},
       [self, why](const Status& status, const Reply& reply) { self->OnCheckReply(why, status, reply); });
 }
@@ -82,16 +77,16 @@ void Flight::OnCheckReply(Check why, const Status& status, const Reply& reply) {
     return OnCheckFailed(why, why_failed);
   }
   long long answer = reply.elements[0].integer;
-  if (answer == kHit && reply.elements.size() >= 2) {
+  if (answer == kGetOrLockHit && reply.elements.size() >= 2) {
     bool fallback = why == Check::kFallback || why == Check::kAfterMalformed;
     if (fallback) ++group_.mutable_stats().fallback_hits;
     return FinishFromEnvelope(reply.elements[1].str,
                               fallback ? Source::kFallbackGet : Source::kRedisCache, false);
   }
-  if (answer == kAcquired) {
+  if (answer == kGetOrLockAcquired) {
     if (live_waiters_ == 0) {
       // Nobody wants the value any more: hand the lease straight back.
-      group_.link()->RunScript(Script::kRelease, {names_.lock}, {token_},
+      group_.link()->RunScript(ScriptId::kRelease, {names_.lock}, {token_},
                                [](const Status&, const Reply&) {});
       return Finish(Status(Code::kCancelled, "no caller left"), nullptr, Source::kNone, 0);
     }
@@ -215,7 +210,7 @@ void Flight::ArmWatchdog() {
 void Flight::Renew() {
   watchdog_timer_ = {};
   if (state_ != State::kLeading) return;
-  group_.link()->RunScript(Script::kRenew, {names_.lock},
+  group_.link()->RunScript(ScriptId::kRenew, {names_.lock},
                            {token_, std::to_string(group_.options().lock_ttl_ms)},
                            [](const Status&, const Reply&) {});
   ArmWatchdog();
@@ -269,7 +264,7 @@ void Flight::Publish(bool ok, const std::string& bytes, const std::string& error
   const Options& options = group_.options();
   uint32_t store_ttl = ok ? options.result_ttl_ms : options.error_ttl_ms;
   group_.link()->RunScript(
-      Script::kComplete, {names_.result, names_.lock},
+      ScriptId::kComplete, {names_.result, names_.lock},
       {token_, EncodeEnvelope(envelope), std::to_string(store_ttl), names_.channel},
       [](const Status&, const Reply&) {});
 }
@@ -282,7 +277,7 @@ void Flight::Abort(const Status& why) {
     if (slot_) slot_->used = true;
     group_.BeginCloseWork();
     GroupImpl* group = &group_;
-    group_.link()->RunScript(Script::kRelease, {names_.lock}, {token_},
+    group_.link()->RunScript(ScriptId::kRelease, {names_.lock}, {token_},
                              [group](const Status&, const Reply&) { group->EndCloseWork(); });
   }
   Finish(why, nullptr, Source::kNone, 0);

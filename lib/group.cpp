@@ -179,7 +179,7 @@ void GroupImpl::Forget(std::string_view key) {
   }
   if (link_) {
     FlightKeys names = NameFlight(options_.key_prefix, key);
-    link_->RunScript(Script::kForget, {names.result},
+    link_->RunScript(ScriptId::kForget, {names.result},
                      {InvalidationChannel(options_.key_prefix), std::string(key)},
                      [](const Status&, const Reply&) {});
   }

@@ -14,14 +14,12 @@
 #include <string_view>
 #include <vector>
 
+#include "lua_scripts.h"
 #include "redis_reply.h"
 #include "singleflight/options.h"
 #include "singleflight/status.h"
 
 namespace singleflight::internal {
-
-// The scripts of docs/protocol.md, by name.
-enum class Script { kGetOrLock, kRenew, kComplete, kRelease, kForget };
 
 class ChannelListener {
  public:
@@ -45,7 +43,7 @@ class RedisLink {
   virtual bool settled() const = 0;
   virtual bool up() const = 0;
   // Runs a script; the callback runs exactly once, never inside RunScript.
-  virtual void RunScript(Script script, std::vector<std::string> keys,
+  virtual void RunScript(ScriptId script, std::vector<std::string> keys,
                          std::vector<std::string> args, ReplyCallback callback) = 0;
   // Adds/removes a listener of a channel. After Unlisten returns, the
   // listener is never called again.

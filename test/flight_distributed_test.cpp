@@ -15,7 +15,7 @@ namespace singleflight::internal {
 namespace {
 
 struct ScriptCall {
-  Script script;
+  ScriptId script;
   std::vector<std::string> keys;
   std::vector<std::string> args;
   RedisLink::ReplyCallback callback;
@@ -25,7 +25,7 @@ class FakeLink final : public RedisLink {
  public:
   bool settled() const override { return settled_; }
   bool up() const override { return up_; }
-  void RunScript(Script script, std::vector<std::string> keys, std::vector<std::string> args,
+  void RunScript(ScriptId script, std::vector<std::string> keys, std::vector<std::string> args,
                  ReplyCallback callback) override {
     calls.push_back({script, std::move(keys), std::move(args), std::move(callback)});
   }
@@ -44,7 +44,7 @@ class FakeLink final : public RedisLink {
   }
 
   // Answers the oldest unanswered call of `script`.
-  void Answer(Script script, Reply reply) {
+  void Answer(ScriptId script, Reply reply) {
     for (auto& call : calls) {
       if (call.script == script && call.callback) {
         auto callback = std::move(call.callback);
@@ -55,12 +55,12 @@ class FakeLink final : public RedisLink {
     }
     ADD_FAILURE() << "no pending call of that script";
   }
-  int Count(Script script) const {
+  int Count(ScriptId script) const {
     int n = 0;
     for (auto& call : calls) n += call.script == script;
     return n;
   }
-  const ScriptCall* Last(Script script) const {
+  const ScriptCall* Last(ScriptId script) const {
     for (auto it = calls.rbegin(); it != calls.rend(); ++it) {
       if (it->script == script) return &*it;
     }
@@ -131,8 +131,8 @@ class FlightDistributedTest : public ::testing::Test {
     group_->Close([&] { closed = true; });
     clock_->RunPending();
     // A leader's release must be answered before the close completes.
-    while (link_ && link_->Count(Script::kRelease) > 0 && !closed) {
-      link_->Answer(Script::kRelease, Int(1));
+    while (link_ && link_->Count(ScriptId::kRelease) > 0 && !closed) {
+      link_->Answer(ScriptId::kRelease, Int(1));
       clock_->RunPending();
     }
     EXPECT_TRUE(closed);
@@ -166,16 +166,16 @@ class FlightDistributedTest : public ::testing::Test {
 
 TEST_F(FlightDistributedTest, OneRoundTripPerFlightHoweverManyCallers) {
   for (int i = 0; i < 5; ++i) (void)DoKey("k");
-  EXPECT_EQ(link_->Count(Script::kGetOrLock), 1);
+  EXPECT_EQ(link_->Count(ScriptId::kGetOrLock), 1);
 }
 
 TEST_F(FlightDistributedTest, LeaderRunsTheProducerAndCompletesAtomically) {
   (void)DoKey("k");
   (void)DoKey("k");
-  link_->Answer(Script::kGetOrLock, Acquired());
+  link_->Answer(ScriptId::kGetOrLock, Acquired());
   ASSERT_EQ(runs_, 1);
   parked_[0]("v");
-  const ScriptCall* complete = link_->Last(Script::kComplete);
+  const ScriptCall* complete = link_->Last(ScriptId::kComplete);
   ASSERT_NE(complete, nullptr);
   EXPECT_EQ(complete->keys, (std::vector<std::string>{"sf:{k}:result", "sf:{k}:lock"}));
   EXPECT_EQ(complete->args[3], "sf:{k}:ch");
@@ -193,7 +193,7 @@ TEST_F(FlightDistributedTest, LeaderRunsTheProducerAndCompletesAtomically) {
 
 TEST_F(FlightDistributedTest, CachedResultAnswersWithoutProducer) {
   (void)DoKey("k");
-  link_->Answer(Script::kGetOrLock, Hit(OkEnvelope("cached")));
+  link_->Answer(ScriptId::kGetOrLock, Hit(OkEnvelope("cached")));
   clock_->RunPending();
   ASSERT_EQ(results_.size(), 1u);
   EXPECT_EQ(results_[0].value(), "cached");
@@ -204,12 +204,12 @@ TEST_F(FlightDistributedTest, CachedResultAnswersWithoutProducer) {
 
 TEST_F(FlightDistributedTest, FollowerRechecksOnceSubscribedAndFindsTheResult) {
   (void)DoKey("k");
-  link_->Answer(Script::kGetOrLock, Busy());
+  link_->Answer(ScriptId::kGetOrLock, Busy());
   ASSERT_EQ(link_->ListenerCount(), 1u);
   EXPECT_EQ(link_->listeners["sf:{k}:ch"].size(), 1u);
   link_->OnlyListener()->OnSubscribed();
-  EXPECT_EQ(link_->Count(Script::kGetOrLock), 2);
-  link_->Answer(Script::kGetOrLock, Hit(OkEnvelope("v")));
+  EXPECT_EQ(link_->Count(ScriptId::kGetOrLock), 2);
+  link_->Answer(ScriptId::kGetOrLock, Hit(OkEnvelope("v")));
   clock_->RunPending();
   ASSERT_EQ(results_.size(), 1u);
   EXPECT_EQ(results_[0].source, Source::kRedisCache);
@@ -220,7 +220,7 @@ TEST_F(FlightDistributedTest, FollowerRechecksOnceSubscribedAndFindsTheResult) {
 TEST_F(FlightDistributedTest, FollowerIsWokenByTheMessage) {
   (void)DoKey("k");
   (void)DoKey("k");
-  link_->Answer(Script::kGetOrLock, Busy());
+  link_->Answer(ScriptId::kGetOrLock, Busy());
   link_->OnlyListener()->OnMessage(OkEnvelope("v"));
   clock_->RunPending();
   ASSERT_EQ(results_.size(), 2u);
@@ -233,7 +233,7 @@ TEST_F(FlightDistributedTest, FollowerIsWokenByTheMessage) {
 
 TEST_F(FlightDistributedTest, ErrorMessageFailsFollowersFast) {
   (void)DoKey("k");
-  link_->Answer(Script::kGetOrLock, Busy());
+  link_->Answer(ScriptId::kGetOrLock, Busy());
   link_->OnlyListener()->OnMessage(ErrorEnvelope("upstream down"));
   clock_->RunPending();
   ASSERT_EQ(results_.size(), 1u);
@@ -243,11 +243,11 @@ TEST_F(FlightDistributedTest, ErrorMessageFailsFollowersFast) {
 
 TEST_F(FlightDistributedTest, MalformedMessageIsDroppedAndRechecked) {
   (void)DoKey("k");
-  link_->Answer(Script::kGetOrLock, Busy());
+  link_->Answer(ScriptId::kGetOrLock, Busy());
   link_->OnlyListener()->OnMessage("garbage\xc1");
   EXPECT_EQ(group_->stats().malformed_dropped, 1u);
   EXPECT_TRUE(results_.empty());
-  link_->Answer(Script::kGetOrLock, Hit(OkEnvelope("v")));
+  link_->Answer(ScriptId::kGetOrLock, Hit(OkEnvelope("v")));
   clock_->RunPending();
   ASSERT_EQ(results_.size(), 1u);
   EXPECT_EQ(results_[0].value(), "v");
@@ -256,12 +256,12 @@ TEST_F(FlightDistributedTest, MalformedMessageIsDroppedAndRechecked) {
 
 TEST_F(FlightDistributedTest, FallbackTimerTakesOverALapsedLock) {
   (void)DoKey("k");
-  link_->Answer(Script::kGetOrLock, Busy());
+  link_->Answer(ScriptId::kGetOrLock, Busy());
   link_->OnlyListener()->OnSubscribed();
-  link_->Answer(Script::kGetOrLock, Busy());
+  link_->Answer(ScriptId::kGetOrLock, Busy());
   clock_->Advance(Options{}.fallback_interval_ms);
   EXPECT_EQ(group_->stats().fallback_checks, 1u);
-  link_->Answer(Script::kGetOrLock, Acquired());
+  link_->Answer(ScriptId::kGetOrLock, Acquired());
   EXPECT_EQ(runs_, 1);
   EXPECT_EQ(group_->stats().takeovers, 1u);
   EXPECT_EQ(link_->ListenerCount(), 0u);  // a leader does not listen
@@ -273,9 +273,9 @@ TEST_F(FlightDistributedTest, FallbackTimerTakesOverALapsedLock) {
 
 TEST_F(FlightDistributedTest, FallbackHitIsSourcedAsFallback) {
   (void)DoKey("k");
-  link_->Answer(Script::kGetOrLock, Busy());
+  link_->Answer(ScriptId::kGetOrLock, Busy());
   clock_->Advance(Options{}.fallback_interval_ms);
-  link_->Answer(Script::kGetOrLock, Hit(OkEnvelope("v")));
+  link_->Answer(ScriptId::kGetOrLock, Hit(OkEnvelope("v")));
   clock_->RunPending();
   ASSERT_EQ(results_.size(), 1u);
   EXPECT_EQ(results_[0].source, Source::kFallbackGet);
@@ -284,23 +284,23 @@ TEST_F(FlightDistributedTest, FallbackHitIsSourcedAsFallback) {
 
 TEST_F(FlightDistributedTest, WatchdogRenewsTheLockWhileTheProducerRuns) {
   (void)DoKey("k", CallOptions{60000});
-  link_->Answer(Script::kGetOrLock, Acquired());
+  link_->Answer(ScriptId::kGetOrLock, Acquired());
   uint32_t ttl = Options{}.lock_ttl_ms;
   clock_->Advance(ttl / 3);
-  EXPECT_EQ(link_->Count(Script::kRenew), 1);
+  EXPECT_EQ(link_->Count(ScriptId::kRenew), 1);
   clock_->Advance(ttl / 3);
-  EXPECT_EQ(link_->Count(Script::kRenew), 2);
-  EXPECT_EQ(link_->Last(Script::kRenew)->args[1], std::to_string(ttl));
+  EXPECT_EQ(link_->Count(ScriptId::kRenew), 2);
+  EXPECT_EQ(link_->Last(ScriptId::kRenew)->args[1], std::to_string(ttl));
   parked_[0]("v");
   clock_->Advance(ttl);
-  EXPECT_EQ(link_->Count(Script::kRenew), 2);  // stops with the production
+  EXPECT_EQ(link_->Count(ScriptId::kRenew), 2);  // stops with the production
 }
 
 TEST_F(FlightDistributedTest, ProducerErrorIsPublishedAndNotStored) {
   (void)DoKey("k");
-  link_->Answer(Script::kGetOrLock, Acquired());
+  link_->Answer(ScriptId::kGetOrLock, Acquired());
   parked_[0].Fail("boom");
-  const ScriptCall* complete = link_->Last(Script::kComplete);
+  const ScriptCall* complete = link_->Last(ScriptId::kComplete);
   ASSERT_NE(complete, nullptr);
   EXPECT_EQ(complete->args[2], "0");  // error_ttl_ms = 0: not stored
   Envelope published;
@@ -315,10 +315,10 @@ TEST_F(FlightDistributedTest, TooLargeValueTellsFollowersSo) {
   TearDown();
   Make(options);
   (void)DoKey("k");
-  link_->Answer(Script::kGetOrLock, Acquired());
+  link_->Answer(ScriptId::kGetOrLock, Acquired());
   parked_[0]("1234");
   Envelope published;
-  ASSERT_TRUE(DecodeEnvelope(link_->Last(Script::kComplete)->args[1],
+  ASSERT_TRUE(DecodeEnvelope(link_->Last(ScriptId::kComplete)->args[1],
                              DecodeLimits::ForMaxValue(3), &published).ok());
   EXPECT_EQ(published.error_code, "too_large");
   clock_->RunPending();
@@ -358,12 +358,12 @@ TEST_F(FlightDistributedTest, FirstCallsWaitForTheFirstConnectAttempt) {
   EXPECT_EQ(link_->calls.size(), 0u);
   link_->settled_ = true;
   group_->OnLinkState(true);
-  EXPECT_EQ(link_->Count(Script::kGetOrLock), 1);
+  EXPECT_EQ(link_->Count(ScriptId::kGetOrLock), 1);
 }
 
 TEST_F(FlightDistributedTest, FollowerWithNoCallerLeftStopsListening) {
   (void)DoKey("k", CallOptions{100});
-  link_->Answer(Script::kGetOrLock, Busy());
+  link_->Answer(ScriptId::kGetOrLock, Busy());
   EXPECT_EQ(link_->ListenerCount(), 1u);
   clock_->Advance(100);
   EXPECT_EQ(link_->ListenerCount(), 0u);
@@ -373,13 +373,13 @@ TEST_F(FlightDistributedTest, FollowerWithNoCallerLeftStopsListening) {
 
 TEST_F(FlightDistributedTest, CloseReleasesAHeldLock) {
   (void)DoKey("k");
-  link_->Answer(Script::kGetOrLock, Acquired());
+  link_->Answer(ScriptId::kGetOrLock, Acquired());
   bool closed = false;
   group_->Close([&] { closed = true; });
   clock_->RunPending();
-  EXPECT_EQ(link_->Count(Script::kRelease), 1);
+  EXPECT_EQ(link_->Count(ScriptId::kRelease), 1);
   EXPECT_FALSE(closed);  // waits for the release's reply
-  link_->Answer(Script::kRelease, Int(1));
+  link_->Answer(ScriptId::kRelease, Int(1));
   clock_->RunPending();
   EXPECT_TRUE(closed);
   ASSERT_EQ(results_.size(), 1u);
@@ -389,19 +389,19 @@ TEST_F(FlightDistributedTest, CloseReleasesAHeldLock) {
 
 TEST_F(FlightDistributedTest, InvalidationDropsTheKeyFromL1) {
   (void)DoKey("k");
-  link_->Answer(Script::kGetOrLock, Hit(OkEnvelope("v1")));
+  link_->Answer(ScriptId::kGetOrLock, Hit(OkEnvelope("v1")));
   clock_->RunPending();
   ASSERT_EQ(link_->listeners["sf:invalidate"].size(), 1u);
   ChannelListener* invalidations = *link_->listeners["sf:invalidate"].begin();
   invalidations->OnMessage("k");
   EXPECT_EQ(group_->stats().invalidations, 1u);
   (void)DoKey("k");
-  EXPECT_EQ(link_->Count(Script::kGetOrLock), 2);  // not an L1 hit any more
+  EXPECT_EQ(link_->Count(ScriptId::kGetOrLock), 2);  // not an L1 hit any more
 }
 
 TEST_F(FlightDistributedTest, ForgetDeletesAndBroadcasts) {
   group_->Forget("k");
-  const ScriptCall* forget = link_->Last(Script::kForget);
+  const ScriptCall* forget = link_->Last(ScriptId::kForget);
   ASSERT_NE(forget, nullptr);
   EXPECT_EQ(forget->keys, (std::vector<std::string>{"sf:{k}:result"}));
   EXPECT_EQ(forget->args, (std::vector<std::string>{"sf:invalidate", "k"}));
