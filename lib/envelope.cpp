@@ -16,9 +16,11 @@ constexpr size_t kMaxMapPairs = 32;
 constexpr size_t kMaxArrayItems = 32;
 constexpr size_t kMaxDepth = 4;
 
-// Appends msgpack output straight into the result string.
+// Appends msgpack output straight into the result string. write() must not
+// be const: msgpack's packer only takes a non-const member pointer.
 struct StringWriter {
   std::string* out;
+  // NOLINTNEXTLINE(readability-make-member-function-const)
   void write(const char* data, size_t size) { out->append(data, size); }
 };
 

@@ -46,7 +46,7 @@ inline constexpr size_t kMaxErrorBytes = 4096;
 inline constexpr size_t kMaxErrorCodeBytes = 64;
 // Room in an envelope for everything but the value: field names, token,
 // timestamps, an error message, and fields that a later version may add.
-inline constexpr size_t kEnvelopeSlackBytes = 16 * 1024;
+inline constexpr size_t kEnvelopeSlackBytes = size_t{16} * 1024;
 
 // Encodes e. Never fails. Only the fields that belong to e.ok are written.
 // Expects value.size() < 4 GiB (the library's max_value_bytes is far lower).

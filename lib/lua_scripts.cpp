@@ -59,7 +59,7 @@ return deleted
 
 // Past this many argument bytes a call goes by EVAL (see the header): the
 // body (< 1 KiB) is then a small part of the request.
-constexpr size_t kEvalDirectBytes = 8 * 1024;
+constexpr size_t kEvalDirectBytes = size_t{8} * 1024;
 
 size_t Index(ScriptId id) {
   return static_cast<size_t>(id);

@@ -70,13 +70,13 @@ class MapBuilder {
     return Field(name, [v](Packer& p) { v ? p.pack_true() : p.pack_false(); });
   }
   MapBuilder& Bin(const std::string& name, std::string v) {
-    return Field(name, [v](Packer& p) {
+    return Field(name, [v = std::move(v)](Packer& p) {
       p.pack_bin(static_cast<uint32_t>(v.size()));
       p.pack_bin_body(v.data(), static_cast<uint32_t>(v.size()));
     });
   }
   MapBuilder& Str(const std::string& name, std::string v) {
-    return Field(name, [v](Packer& p) { p.pack(v); });
+    return Field(name, [v = std::move(v)](Packer& p) { p.pack(v); });
   }
   // Drops the first field called name (to build "missing field" cases).
   MapBuilder& Without(const std::string& name) {
@@ -91,7 +91,10 @@ class MapBuilder {
   // Replaces the first field called name.
   MapBuilder& Replace(const std::string& name, std::function<void(Packer&)> pack_value) {
     for (auto& field : fields_) {
-      if (field.first == name) field.second = std::move(pack_value);
+      if (field.first == name) {
+        field.second = std::move(pack_value);
+        break;
+      }
     }
     return *this;
   }

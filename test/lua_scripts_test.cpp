@@ -348,7 +348,7 @@ TEST_F(LuaScripts, CompleteCarriesALargeEnvelopeIntact) {
   // Large arguments go by EVAL rather than EVALSHA; same contract.
   ASSERT_TRUE(subscriber().Subscribe(keys_.channel));
   Redis({"SET", keys_.lock, token_, "PX", "10000"});
-  const std::string envelope = Envelopeish(256 * 1024);
+  const std::string envelope = Envelopeish(size_t{256} * 1024);
   ExpectInts(Run(ScriptId::kComplete, {keys_.result, keys_.lock},
                  {token_, envelope, "5000", keys_.channel}),
              {1, 1});
