@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages this project builds and tests with, and only
+# those that are missing: a machine that has them all is left untouched (no
+# apt-get update, no install). Run as root, or as a user with sudo.
+#
+# Not libmsgpack-dev: that C library registers a CMake package also named
+# `msgpack`, which an unversioned find_package(msgpack) would then pick
+# (docs: shared STACK-FACTS, "Packages and CMake"); msgpack-cxx is enough.
+#
+# redis-server is installed for its binary only. Tests and scripts start
+# private servers on random loopback ports and never use a system service on
+# 6379; the install is kept from starting one (see below).
+set -euo pipefail
+
+packages=(
+  cmake g++ make pkg-config
+  libuv1-dev libhiredis-dev libmsgpack-cxx-dev
+  redis-server redis-tools
+  libgtest-dev libgmock-dev libbenchmark-dev
+  valgrind
+)
+
+installed() {
+  [[ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" == installed ]]
+}
+
+missing=()
+for pkg in "${packages[@]}"; do
+  installed "$pkg" || missing+=("$pkg")
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "deps: all ${#packages[@]} packages are installed"
+  exit 0
+fi
+echo "deps: installing ${missing[*]}"
+
+as_root=()
+if [[ "$(id -u)" -ne 0 ]]; then
+  if command -v sudo >/dev/null 2>&1; then
+    as_root=(sudo)
+  else
+    echo "deps: missing packages (${missing[*]}) and not root, and sudo is not available" >&2
+    exit 1
+  fi
+fi
+
+# Keep the install from starting services (redis-server's postinst would start
+# one on 6379): Debian's policy-rc.d protocol, exit 101 = "action forbidden".
+# Only when the machine has no policy of its own; removed again on exit.
+policy=/usr/sbin/policy-rc.d
+placed_policy=0
+remove_policy() {
+  if [[ $placed_policy == 1 ]]; then
+    "${as_root[@]}" rm -f "$policy"
+  fi
+}
+trap remove_policy EXIT
+if [[ ! -e $policy ]]; then
+  printf '#!/bin/sh\n# Placed by singleflight scripts/deps.sh during apt-get install.\nexit 101\n' |
+    "${as_root[@]}" tee "$policy" >/dev/null
+  "${as_root[@]}" chmod 755 "$policy"
+  placed_policy=1
+fi
+
+apt_env=(env DEBIAN_FRONTEND=noninteractive)
+"${as_root[@]}" "${apt_env[@]}" apt-get update
+"${as_root[@]}" "${apt_env[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
+
+for pkg in "${missing[@]}"; do
+  if ! installed "$pkg"; then
+    echo "deps: $pkg is still not installed" >&2
+    exit 1
+  fi
+done
+echo "deps: installed ${missing[*]}"
