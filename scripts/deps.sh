@@ -20,8 +20,11 @@ packages=(
   valgrind
 )
 
+# One line per installed architecture of the package; any "installed" will do.
 installed() {
-  [[ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" == installed ]]
+  local states
+  states="$(dpkg-query -W -f='${db:Status-Status}\n' "$1" 2>/dev/null)" || return 1
+  [[ $'\n'"$states"$'\n' == *$'\n'installed$'\n'* ]]
 }
 
 missing=()
