@@ -32,4 +32,23 @@ echo "== test.sh: preset $preset"
 cmake --preset "$preset"
 cmake --build --preset "$preset"
 # Output on failure, per-test timeout and -j2 come from the test preset.
-ctest --preset "$preset" "${ctest_args[@]}"
+# ctest runs in a session (and process group) of its own: a test killed on
+# timeout can leave children behind (its redis-server), and those would
+# outlive the run. Afterwards anything still in that group is ours to stop.
+# (A background job of a non-interactive shell is not a group leader, so
+# setsid does not fork: ctest's pid is the group id.)
+ctest_pid=""
+# shellcheck disable=SC2317  # called from the EXIT trap
+stop_leftovers() {
+  if [[ -n "$ctest_pid" ]]; then
+    kill -TERM -- "-$ctest_pid" 2>/dev/null || true
+  fi
+}
+trap stop_leftovers EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+setsid ctest --preset "$preset" "${ctest_args[@]}" &
+ctest_pid=$!
+status=0
+wait "$ctest_pid" || status=$?
+exit "$status"
