@@ -1,10 +1,99 @@
+// The real RedisLink: a command connection running the Lua scripts, and the
+// process's one subscriber connection multiplexing every flight's channel.
+#include <unordered_map>
+
+#include "lua_scripts.h"
+#include "redis_connection.h"
 #include "redis_link.h"
+#include "subscriber.h"
 
 namespace singleflight::internal {
+namespace {
 
-// Temporary: the real link lands with the connection layer.
-std::unique_ptr<RedisLink> MakeRedisLink(uv_loop_t*, const RedisOptions&, RedisLink::StateCallback) {
-  return nullptr;
+// Adapts a flight's ChannelListener to the subscriber's listener interface.
+class ListenerAdapter final : public Subscriber::Listener {
+ public:
+  explicit ListenerAdapter(ChannelListener* target) : target_(target) {}
+  void OnSubscribed(std::string_view) override { target_->OnSubscribed(); }
+  void OnMessage(std::string_view, std::string_view payload) override {
+    target_->OnMessage(payload);
+  }
+
+ private:
+  ChannelListener* target_;
+};
+
+class RealLink final : public RedisLink {
+ public:
+  RealLink(uv_loop_t* loop, const RedisOptions& options, StateCallback on_state)
+      : on_state_(std::move(on_state)) {
+    RedisConnection::Handlers handlers;
+    handlers.on_state = [this](bool up, const Status& why) { OnCommandState(up, why); };
+    command_ = RedisConnection::Create(loop, options, RedisConnection::Mode::kCommand,
+                                       std::move(handlers));
+    scripts_ = std::make_unique<ScriptRunner>(command_);
+    subscriber_ = std::make_unique<Subscriber>(loop, options, Subscriber::Handlers{});
+  }
+
+  bool settled() const override { return settled_; }
+  bool up() const override { return up_; }
+
+  void RunScript(ScriptId script, std::vector<std::string> keys, std::vector<std::string> args,
+                 ReplyCallback callback) override {
+    // After Close the connection itself answers kClosed, from the loop.
+    scripts_->Run(script, std::move(keys), std::move(args), std::move(callback));
+  }
+
+  void Listen(const std::string& channel, ChannelListener* listener) override {
+    if (closed_) return;
+    auto& adapter = adapters_[listener];
+    adapter = std::make_unique<ListenerAdapter>(listener);
+    subscriber_->Add(channel, adapter.get());
+  }
+
+  void Unlisten(const std::string& channel, ChannelListener* listener) override {
+    auto found = adapters_.find(listener);
+    if (found == adapters_.end()) return;
+    if (!closed_) subscriber_->Remove(channel, found->second.get());
+    adapters_.erase(found);
+  }
+
+  void Close(std::function<void()> done) override {
+    closed_ = true;
+    // Both connections close; `done` runs when the second one has.
+    auto remaining = std::make_shared<int>(2);
+    auto one_closed = [remaining, done = std::move(done)] {
+      if (--*remaining == 0 && done) done();
+    };
+    subscriber_->Close(one_closed);
+    command_->Close(one_closed);
+  }
+
+ private:
+  void OnCommandState(bool up, const Status& why) {
+    settled_ = true;
+    up_ = up;
+    // A restarted server has an empty script cache: load the scripts on
+    // every connect so EVALSHA normally hits.
+    if (up) scripts_->OnConnected();
+    if (on_state_) on_state_(up, why);
+  }
+
+  StateCallback on_state_;
+  RedisConnection* command_;  // frees itself after Close
+  std::unique_ptr<ScriptRunner> scripts_;
+  std::unique_ptr<Subscriber> subscriber_;
+  std::unordered_map<ChannelListener*, std::unique_ptr<ListenerAdapter>> adapters_;
+  bool settled_ = false;
+  bool up_ = false;
+  bool closed_ = false;
+};
+
+}  // namespace
+
+std::unique_ptr<RedisLink> MakeRedisLink(uv_loop_t* loop, const RedisOptions& options,
+                                         RedisLink::StateCallback on_state) {
+  return std::make_unique<RealLink>(loop, options, std::move(on_state));
 }
 
 }  // namespace singleflight::internal

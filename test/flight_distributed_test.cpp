@@ -131,7 +131,7 @@ class FlightDistributedTest : public ::testing::Test {
     group_->Close([&] { closed = true; });
     clock_->RunPending();
     // A leader's release must be answered before the close completes.
-    while (link_ && link_->Count(ScriptId::kRelease) > 0 && !closed) {
+    while (!closed && link_->Count(ScriptId::kRelease) > 0) {
       link_->Answer(ScriptId::kRelease, Int(1));
       clock_->RunPending();
     }

@@ -3,6 +3,7 @@
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -145,6 +146,8 @@ bool RedisServer::Launch() {
   pid_t pid = fork();
   if (pid < 0) return false;
   if (pid == 0) {
+    // A test killed on timeout must not leave its server running.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
     execv(argv[0], argv.data());
     _exit(127);
   }

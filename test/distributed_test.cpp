@@ -1,0 +1,489 @@
+// Distributed flights against a real redis-server: several groups (each with
+// its own connections, as separate processes would have) and real worker
+// processes. Assertions are on counts, values, statuses and sources, never on
+// elapsed time.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <deque>
+#include <map>
+#include <memory>
+#include <set>
+
+#include "envelope.h"
+#include "key_naming.h"
+#include "singleflight/group.h"
+#include "support/child_process.h"
+#include "support/loop_helpers.h"
+#include "support/redis_server.h"
+
+namespace singleflight {
+namespace {
+
+using test::ChildProcess;
+using test::RedisServer;
+using test::RunUntil;
+
+// A producer finishing on a uv timer, or parked until the test releases it.
+class Work {
+ public:
+  explicit Work(uv_loop_t* loop) : loop_(loop) {}
+
+  Producer After(uint64_t ms, std::string value) {
+    return [this, ms, value](const ProducerContext&, Done done) {
+      ++runs;
+      auto* t = new Timer{{}, std::move(done), value};
+      uv_timer_init(loop_, &t->timer);
+      t->timer.data = t;
+      uv_timer_start(
+          &t->timer,
+          [](uv_timer_t* h) {
+            auto* self = static_cast<Timer*>(h->data);
+            self->done(self->value);
+            uv_close(reinterpret_cast<uv_handle_t*>(h),
+                     [](uv_handle_t* c) { delete static_cast<Timer*>(c->data); });
+          },
+          ms, 0);
+    };
+  }
+  Producer Parked() {
+    return [this](const ProducerContext&, Done done) {
+      ++runs;
+      parked.push_back(std::move(done));
+    };
+  }
+
+  int runs = 0;
+  std::vector<Done> parked;
+
+ private:
+  struct Timer {
+    uv_timer_t timer;
+    Done done;
+    std::string value;
+  };
+  uv_loop_t* loop_;
+};
+
+class DistributedTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(redis_.Start());
+    ASSERT_EQ(uv_loop_init(&loop_), 0);
+  }
+  void TearDown() override {
+    for (auto& group : groups_) group->Close();
+    EXPECT_TRUE(test::Drain(&loop_));
+    groups_.clear();
+    EXPECT_EQ(uv_loop_close(&loop_), 0);
+  }
+
+  Options BaseOptions() {
+    Options options;
+    options.redis.host = redis_.host();
+    options.redis.port = redis_.port();
+    options.lock_ttl_ms = 3000;
+    options.fallback_interval_ms = 200;
+    return options;
+  }
+  Group& NewGroup(Options options) {
+    groups_.push_back(std::make_unique<Group>(&loop_, std::move(options)));
+    return *groups_.back();
+  }
+  Group& NewGroup() { return NewGroup(BaseOptions()); }
+  // Callbacks and producers may still run in TearDown (a failed assertion
+  // returns early, then Close answers kClosed), so what they write to lives
+  // in the fixture, not on the test body's stack.
+  std::vector<Result>& NewResults() { return results_.emplace_back(); }
+  Work& NewWork() { return works_.emplace_back(&loop_); }
+
+  // Calls Do and records the result into `out`.
+  void Call(Group& group, const std::string& key, Producer producer, std::vector<Result>* out,
+            uint32_t timeout_ms = 20000) {
+    auto call = group.Do(key, std::move(producer), [out](const Result& r) { out->push_back(r); },
+                         CallOptions{timeout_ms});
+    ASSERT_TRUE(call.ok()) << call.status().ToString();
+  }
+
+  // Publishes until someone receives it: the receiver count is how the test
+  // learns that a follower's subscription is live.
+  bool PublishUntilReceived(const std::string& channel, const std::string& payload) {
+    return RunUntil(&loop_, [&] {
+      uv_run(&loop_, UV_RUN_NOWAIT);
+      return redis_.Command({"PUBLISH", channel, payload}).integer >= 1;
+    });
+  }
+
+  long long Counter(const std::string& name) {
+    internal::Reply r = redis_.Command({"GET", name});
+    return r.is_nil() ? 0 : std::stoll(r.str);
+  }
+
+  RedisServer redis_;
+  uv_loop_t loop_;
+  std::deque<std::vector<Result>> results_;
+  std::deque<Work> works_;
+  std::vector<std::unique_ptr<Group>> groups_;
+};
+
+// --- in-process groups, each with its own connections -------------------------
+
+TEST_F(DistributedTest, TwoGroupsShareOneExecution) {
+  Group& a = NewGroup();
+  Group& b = NewGroup();
+  Work& work = NewWork();
+  auto& results = NewResults();
+  // Both groups connect first, so both really go through Redis.
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return true; }));
+  Call(a, "k", work.After(100, "value"), &results);
+  Call(b, "k", work.After(100, "value"), &results);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return results.size() == 2; }));
+  EXPECT_EQ(work.runs, 1);
+  std::multiset<Source> sources;
+  for (auto& r : results) {
+    EXPECT_TRUE(r.ok()) << r.status.ToString();
+    EXPECT_EQ(r.value(), "value");
+    sources.insert(r.source);
+  }
+  EXPECT_EQ(sources.count(Source::kLed), 1u);
+  EXPECT_EQ(a.stats().leads + b.stats().leads, 1u);
+}
+
+TEST_F(DistributedTest, ResultStoredInRedisAnswersTheNextGroup) {
+  Group& a = NewGroup();
+  Work& work = NewWork();
+  auto& results = NewResults();
+  Call(a, "k", work.After(1, "stored"), &results);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return results.size() == 1; }));
+  Group& b = NewGroup();
+  Call(b, "k", work.After(1, "not used"), &results);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return results.size() == 2; }));
+  EXPECT_EQ(results[1].value(), "stored");
+  EXPECT_EQ(results[1].source, Source::kRedisCache);
+  EXPECT_EQ(work.runs, 1);
+}
+
+TEST_F(DistributedTest, LateFollowerFindsTheResultWithoutWaitingForTheFallback) {
+  // A "leader" in another process holds the lock; it stores its result
+  // without publishing, i.e. its message went out before we subscribed.
+  Options options = BaseOptions();
+  options.fallback_interval_ms = 60000;  // longer than the caller's deadline
+  Group& follower = NewGroup(options);
+  internal::FlightKeys names = internal::NameFlight("sf:", "k");
+  ASSERT_EQ(redis_.Command({"SET", names.lock, std::string(16, 'o'), "PX", "30000"}).str, "OK");
+  Work& work = NewWork();
+  auto& results = NewResults();
+  Call(follower, "k", work.Parked(), &results, 20000);
+  internal::Envelope envelope;
+  envelope.ok = true;
+  envelope.value = "published-early";
+  envelope.token = std::string(16, 'o');
+  redis_.Command({"SET", names.result, internal::EncodeEnvelope(envelope), "PX", "30000"});
+  redis_.Command({"DEL", names.lock});
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return results.size() == 1; }));
+  EXPECT_TRUE(results[0].ok()) << results[0].status.ToString();
+  EXPECT_EQ(results[0].value(), "published-early");
+  EXPECT_EQ(results[0].source, Source::kRedisCache);
+  EXPECT_EQ(follower.stats().fallback_checks, 0u);
+  EXPECT_EQ(work.runs, 0);
+}
+
+TEST_F(DistributedTest, GarbageOnTheChannelIsDroppedAndCounted) {
+  Group& leader = NewGroup();
+  Group& follower = NewGroup();
+  Work& work = NewWork();
+  auto& led = NewResults();
+  auto& followed = NewResults();
+  Call(leader, "k", work.Parked(), &led);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return work.runs == 1; }));
+  Call(follower, "k", work.Parked(), &followed);
+  std::string channel = internal::NameFlight("sf:", "k").channel;
+  internal::Envelope future;
+  future.ok = true;
+  future.value = "x";
+  std::string valid = internal::EncodeEnvelope(future);
+  std::vector<std::string> garbage = {
+      "random bytes \x01\xff\xc1",
+      valid.substr(0, valid.size() / 2),                // truncated
+      std::string("\xdd\x10\x00\x00\x00", 5),           // array32 claiming 2^28 elements
+      std::string("\xdf\x7f\xff\xff\xff", 5),           // map32 claiming 2^31 pairs
+      valid + "trailing",                               // trailing bytes
+  };
+  ASSERT_TRUE(PublishUntilReceived(channel, garbage[0]));
+  for (size_t i = 1; i < garbage.size(); ++i) redis_.Command({"PUBLISH", channel, garbage[i]});
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return follower.stats().malformed_dropped >= garbage.size(); }));
+  EXPECT_TRUE(followed.empty());
+  work.parked[0]("real");
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return followed.size() == 1 && led.size() == 1; }));
+  EXPECT_EQ(followed[0].value(), "real");
+  EXPECT_EQ(work.runs, 1);
+}
+
+TEST_F(DistributedTest, OversizedValueOnTheChannelIsDropped) {
+  Options options = BaseOptions();
+  options.max_value_bytes = 16;
+  Group& leader = NewGroup(options);
+  Group& follower = NewGroup(options);
+  Work& work = NewWork();
+  auto& led = NewResults();
+  auto& followed = NewResults();
+  Call(leader, "k", work.Parked(), &led);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return work.runs == 1; }));
+  Call(follower, "k", work.Parked(), &followed);
+  internal::Envelope big;
+  big.ok = true;
+  big.value = std::string(1024, 'x');
+  big.token = std::string(16, 't');
+  ASSERT_TRUE(PublishUntilReceived(internal::NameFlight("sf:", "k").channel,
+                                   internal::EncodeEnvelope(big)));
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return follower.stats().malformed_dropped >= 1; }));
+  work.parked[0]("small");
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return followed.size() == 1; }));
+  EXPECT_EQ(followed[0].value(), "small");
+}
+
+TEST_F(DistributedTest, ProducerErrorFailsFollowersFast) {
+  Options options = BaseOptions();
+  options.fallback_interval_ms = 60000;  // only the message can wake them in time
+  Group& leader = NewGroup(options);
+  Group& follower = NewGroup(options);
+  Work& work = NewWork();
+  auto& led = NewResults();
+  auto& followed = NewResults();
+  Call(leader, "k", work.Parked(), &led);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return work.runs == 1; }));
+  Call(follower, "k", work.Parked(), &followed);
+  // Wait until the follower listens: a probe message it must drop.
+  ASSERT_TRUE(PublishUntilReceived(internal::NameFlight("sf:", "k").channel, "probe"));
+  work.parked[0].Fail("upstream said no");
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return followed.size() == 1; }));
+  EXPECT_EQ(followed[0].status.code(), Code::kProducerError);
+  EXPECT_EQ(followed[0].status.message(), "upstream said no");
+  EXPECT_EQ(followed[0].source, Source::kPubSub);
+}
+
+TEST_F(DistributedTest, ForgetReachesTheOtherGroupsL1) {
+  Group& a = NewGroup();
+  Group& b = NewGroup();
+  Work& work = NewWork();
+  auto& results = NewResults();
+  Call(b, "k", work.After(1, "v1"), &results);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return results.size() == 1; }));
+  Call(b, "k", work.After(1, "unused"), &results);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return results.size() == 2; }));
+  ASSERT_EQ(results[1].source, Source::kLocalCache);
+  a.Forget("k");
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return b.stats().invalidations >= 1; }));
+  Call(b, "k", work.After(1, "v2"), &results);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return results.size() == 3; }));
+  EXPECT_EQ(results[2].value(), "v2");
+  EXPECT_EQ(work.runs, 2);
+}
+
+TEST_F(DistributedTest, WatchdogKeepsSlowWorkToOneExecution) {
+  Options options = BaseOptions();
+  options.lock_ttl_ms = 300;
+  Group& a = NewGroup(options);
+  Group& b = NewGroup(options);
+  Work& work = NewWork();
+  auto& results = NewResults();
+  Call(a, "k", work.After(900, "slow"), &results);  // three lock TTLs
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return work.runs == 1; }));
+  Call(b, "k", work.After(900, "slow"), &results);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return results.size() == 2; }));
+  EXPECT_EQ(work.runs, 1);
+  for (auto& r : results) EXPECT_EQ(r.value(), "slow");
+  EXPECT_EQ(b.stats().takeovers, 0u);
+}
+
+TEST_F(DistributedTest, PubSubConnectionKilledMidFlight) {
+  Group& leader = NewGroup();
+  Group& follower = NewGroup();
+  Work& work = NewWork();
+  auto& led = NewResults();
+  auto& followed = NewResults();
+  Call(leader, "k", work.Parked(), &led);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return work.runs == 1; }));
+  Call(follower, "k", work.Parked(), &followed);
+  std::string channel = internal::NameFlight("sf:", "k").channel;
+  ASSERT_TRUE(PublishUntilReceived(channel, "probe"));
+  redis_.Command({"CLIENT", "KILL", "TYPE", "pubsub"});
+  // The subscriber reconnects and re-subscribes by itself.
+  ASSERT_TRUE(PublishUntilReceived(channel, "probe"));
+  work.parked[0]("after the kill");
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return followed.size() == 1 && led.size() == 1; }));
+  EXPECT_EQ(followed[0].value(), "after the kill");
+  // Later flights work too.
+  Call(follower, "k2", work.After(1, "later"), &followed);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return followed.size() == 2; }));
+  EXPECT_EQ(followed[1].value(), "later");
+}
+
+TEST_F(DistributedTest, RedisRestartMidFlightEndsEveryCallerClearly) {
+  Options options = BaseOptions();
+  options.redis.reconnect_max_ms = 200;
+  Group& leader = NewGroup(options);
+  Group& follower = NewGroup(options);
+  Work& work = NewWork();
+  auto& results = NewResults();
+  Call(leader, "k", work.After(300, "v"), &results, 15000);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return work.runs == 1; }));
+  Call(follower, "k", work.After(300, "v"), &results, 15000);
+  ASSERT_TRUE(redis_.Restart());
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return results.size() == 2; }, 30000));
+  for (auto& r : results) {
+    // A value, or a clear status: never a hang.
+    EXPECT_TRUE(r.ok() || r.status.code() == Code::kTimeout ||
+                r.status.code() == Code::kUnavailable)
+        << r.status.ToString();
+  }
+  // After the restart, a new flight goes through Redis again.
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return leader.stats().reconnects >= 1; }));
+  auto& later = NewResults();
+  Call(leader, "k-later", work.After(1, "later"), &later);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return later.size() == 1; }));
+  EXPECT_EQ(later[0].value(), "later");
+  EXPECT_EQ(internal::Reply::Type::kString,
+            redis_.Command({"GET", internal::NameFlight("sf:", "k-later").result}).type);
+}
+
+TEST_F(DistributedTest, RedisDownAtStartCoalescesLocally) {
+  Options options = BaseOptions();
+  redis_.Stop();
+  Group& group = NewGroup(options);
+  Work& work = NewWork();
+  auto& results = NewResults();
+  Call(group, "k", work.After(10, "local"), &results);
+  Call(group, "k", work.After(10, "local"), &results);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return results.size() == 2; }));
+  EXPECT_EQ(work.runs, 1);
+  for (auto& r : results) EXPECT_EQ(r.value(), "local");
+  EXPECT_GE(group.stats().degraded_calls, 1u);
+}
+
+TEST_F(DistributedTest, RedisDownAtStartFailsFastWhenConfigured) {
+  Options options = BaseOptions();
+  options.when_redis_down = DegradedMode::kFailFast;
+  redis_.Stop();
+  Group& group = NewGroup(options);
+  Work& work = NewWork();
+  auto& results = NewResults();
+  Call(group, "k", work.After(10, "never"), &results);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return results.size() == 1; }));
+  EXPECT_EQ(results[0].status.code(), Code::kUnavailable);
+  EXPECT_EQ(work.runs, 0);
+}
+
+// --- real processes -------------------------------------------------------------
+
+struct WorkerOutput {
+  std::vector<std::vector<std::string>> results;  // result i key code source text
+  std::string stats;
+  int exit_status = -1;
+};
+
+class MultiProcessTest : public DistributedTest {
+ protected:
+  std::vector<WorkerOutput> RunWorkers(int procs, std::vector<std::string> args) {
+    std::vector<std::unique_ptr<ChildProcess>> children;
+    args.insert(args.begin(), {"--redis", redis_.host() + ":" + std::to_string(redis_.port())});
+    for (int i = 0; i < procs; ++i) {
+      children.push_back(std::make_unique<ChildProcess>());
+      EXPECT_TRUE(children.back()->Spawn(SF_HELPER_sf_worker, args));
+    }
+    std::string line;
+    for (auto& child : children) EXPECT_TRUE(child->ReadLine(&line, 10000) && line == "ready");
+    for (auto& child : children) child->WriteLine("go");
+    std::vector<WorkerOutput> outputs;
+    for (auto& child : children) {
+      WorkerOutput out;
+      std::vector<std::string> lines;
+      EXPECT_TRUE(child->ReadAll(&lines, 60000)) << "a worker hung";
+      for (auto& l : lines) {
+        if (l.rfind("result ", 0) == 0) out.results.push_back(test::SplitWords(l));
+        if (l.rfind("stats ", 0) == 0) out.stats = l;
+      }
+      out.exit_status = child->Wait();
+      outputs.push_back(std::move(out));
+    }
+    return outputs;
+  }
+};
+
+TEST_F(MultiProcessTest, ProcessesTimesCallersOnOneKeyRunOnce) {
+  auto outputs = RunWorkers(4, {"--callers", "10", "--work-ms", "200"});
+  std::set<std::string> values;
+  for (auto& out : outputs) {
+    EXPECT_TRUE(WIFEXITED(out.exit_status) && WEXITSTATUS(out.exit_status) == 0);
+    ASSERT_EQ(out.results.size(), 10u);
+    for (auto& r : out.results) {
+      EXPECT_EQ(r[3], "ok") << r[5];
+      values.insert(r[5]);
+    }
+  }
+  EXPECT_EQ(values.size(), 1u);  // every caller got the same value
+  EXPECT_EQ(Counter("sf:exec:key-0"), 1);
+}
+
+TEST_F(MultiProcessTest, KKeysMeanKExecutions) {
+  auto outputs = RunWorkers(3, {"--callers", "12", "--keys", "4", "--work-ms", "100"});
+  std::map<std::string, std::set<std::string>> values;
+  for (auto& out : outputs) {
+    ASSERT_EQ(out.results.size(), 12u);
+    for (auto& r : out.results) values[r[2]].insert(r[5]);
+  }
+  ASSERT_EQ(values.size(), 4u);
+  for (auto& [key, seen] : values) {
+    EXPECT_EQ(seen.size(), 1u) << key;
+    EXPECT_EQ(Counter("sf:exec:" + key), 1) << key;
+  }
+}
+
+TEST_F(MultiProcessTest, ProducerErrorReachesEveryProcess) {
+  auto outputs = RunWorkers(3, {"--callers", "5", "--work-ms", "100", "--fail",
+                                "--fallback-ms", "60000"});
+  for (auto& out : outputs) {
+    ASSERT_EQ(out.results.size(), 5u);
+    for (auto& r : out.results) {
+      EXPECT_EQ(r[3], "producer_error");
+      EXPECT_EQ(r[5], "failed");  // the message's first word: "failed by <pid>"
+    }
+  }
+  EXPECT_EQ(Counter("sf:exec:key-0"), 1);
+}
+
+TEST_F(MultiProcessTest, LeaderKilledMidWorkIsTakenOver) {
+  auto outputs = RunWorkers(3, {"--callers", "4", "--work-ms", "400", "--crash",
+                                "--lock-ttl-ms", "600", "--fallback-ms", "100"});
+  int killed = 0, takeovers = 0;
+  std::set<std::string> values;
+  for (auto& out : outputs) {
+    if (WIFSIGNALED(out.exit_status) && WTERMSIG(out.exit_status) == SIGKILL) {
+      ++killed;
+      continue;
+    }
+    ASSERT_EQ(out.results.size(), 4u) << "a surviving caller hung";
+    for (auto& r : out.results) {
+      EXPECT_EQ(r[3], "ok");
+      values.insert(r[5]);
+    }
+    takeovers += out.stats.find("takeovers=1") != std::string::npos;
+  }
+  EXPECT_EQ(killed, 1);
+  EXPECT_EQ(takeovers, 1);
+  EXPECT_EQ(values.size(), 1u);
+  EXPECT_EQ(Counter("sf:exec:key-0"), 2);  // the killed one, and the takeover
+}
+
+TEST_F(MultiProcessTest, WorkLongerThanTheLockStaysOneExecution) {
+  auto outputs = RunWorkers(3, {"--callers", "3", "--work-ms", "450", "--lock-ttl-ms", "300"});
+  for (auto& out : outputs) {
+    ASSERT_EQ(out.results.size(), 3u);
+    for (auto& r : out.results) EXPECT_EQ(r[3], "ok");
+  }
+  EXPECT_EQ(Counter("sf:exec:key-0"), 1);
+}
+
+}  // namespace
+}  // namespace singleflight
