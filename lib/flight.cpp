@@ -25,7 +25,9 @@ Flight::Flight(GroupImpl& group, std::string key, Producer producer)
 
 Flight::~Flight() = default;
 
-bool Flight::distributed() const { return group_.link() != nullptr && !local_only_; }
+bool Flight::distributed() const {
+  return group_.link() != nullptr && !local_only_;
+}
 
 void Flight::AddWaiter(std::shared_ptr<Waiter> waiter) {
   waiter->flight = weak_from_this();
@@ -61,10 +63,11 @@ void Flight::CheckRedis(Check why) {
   state_ = state_ == State::kStarting ? State::kChecking : state_;
   if (token_.empty()) token_ = RandomToken();
   auto self = shared_from_this();
-  group_.link()->RunScript(
-      ScriptId::kGetOrLock, {names_.result, names_.lock},
-      {token_, std::to_string(group_.options().lock_ttl_ms)},
-      [self, why](const Status& status, const Reply& reply) { self->OnCheckReply(why, status, reply); });
+  group_.link()->RunScript(ScriptId::kGetOrLock, {names_.result, names_.lock},
+                           {token_, std::to_string(group_.options().lock_ttl_ms)},
+                           [self, why](const Status& status, const Reply& reply) {
+                             self->OnCheckReply(why, status, reply);
+                           });
 }
 
 void Flight::OnCheckReply(Check why, const Status& status, const Reply& reply) {
@@ -72,8 +75,8 @@ void Flight::OnCheckReply(Check why, const Status& status, const Reply& reply) {
   if (!status.ok() || reply.is_error() || reply.type != Reply::Type::kArray ||
       reply.elements.empty() || reply.elements[0].type != Reply::Type::kInteger) {
     ++group_.mutable_stats().redis_errors;
-    Status why_failed = status.ok() ? Status(Code::kUnavailable, "unexpected reply: " + reply.str)
-                                    : status;
+    Status why_failed =
+        status.ok() ? Status(Code::kUnavailable, "unexpected reply: " + reply.str) : status;
     return OnCheckFailed(why, why_failed);
   }
   long long answer = reply.elements[0].integer;
@@ -159,7 +162,8 @@ void Flight::FinishFromEnvelope(std::string_view bytes, Source source, bool from
   if (source == Source::kPubSub) ++group_.mutable_stats().pubsub_wakes;
   if (source == Source::kRedisCache) ++group_.mutable_stats().redis_hits;
   if (!envelope.ok) {
-    return Finish(Status(EnvelopeErrorCode(envelope.error_code), envelope.error), nullptr, source, 0);
+    return Finish(Status(EnvelopeErrorCode(envelope.error_code), envelope.error), nullptr, source,
+                  0);
   }
   // L1 keeps the value no longer than Redis does (clocks of the fleet are
   // assumed roughly in sync; a skewed clock only shortens the L1 time).
@@ -236,7 +240,8 @@ void Flight::OnProduced(bool ok, std::string bytes) {
   Stats& stats = group_.mutable_stats();
   if (ok && bytes.size() > group_.options().max_value_bytes) {
     ++stats.too_large;
-    std::string message = "value of " + std::to_string(bytes.size()) + " bytes exceeds max_value_bytes " +
+    std::string message = "value of " + std::to_string(bytes.size()) +
+                          " bytes exceeds max_value_bytes " +
                           std::to_string(group_.options().max_value_bytes);
     if (distributed()) Publish(false, message, "too_large");
     return Finish(Status(Code::kTooLarge, message), nullptr, Source::kLed, 0);

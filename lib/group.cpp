@@ -1,5 +1,4 @@
 #include "group_impl.h"
-
 #include "key_naming.h"
 #include "uv_scheduler.h"
 
@@ -224,9 +223,7 @@ void GroupImpl::Close(std::function<void()> done) {
 void GroupImpl::EndCloseWork() {
   if (--close_work_ > 0 || close_started_ || !closing_) return;
   close_started_ = true;
-  auto shutdown_scheduler = [this] {
-    scheduler_->Shutdown([this] { FinishClose(); });
-  };
+  auto shutdown_scheduler = [this] { scheduler_->Shutdown([this] { FinishClose(); }); };
   if (link_) {
     if (!invalidation_channel_.empty()) link_->Unlisten(invalidation_channel_, &invalidations_);
     link_->Close(shutdown_scheduler);
@@ -299,7 +296,9 @@ void Group::Forget(std::string_view key) {
   if (impl_) impl_->Forget(key);
 }
 
-Stats Group::stats() const { return impl_ ? impl_->stats() : last_stats_; }
+Stats Group::stats() const {
+  return impl_ ? impl_->stats() : last_stats_;
+}
 
 void Group::Close(std::function<void()> done) {
   if (impl_) {

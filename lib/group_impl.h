@@ -50,7 +50,9 @@ class GroupImpl {
   RedisLink* link() { return link_.get(); }
   // A flight started before the first connect attempt settled waits here,
   // so that a group used right after construction does not degrade at once.
-  void WaitForLink(std::shared_ptr<Flight> flight) { waiting_for_link_.push_back(std::move(flight)); }
+  void WaitForLink(std::shared_ptr<Flight> flight) {
+    waiting_for_link_.push_back(std::move(flight));
+  }
   // A flight is over: drop it from the table if it is still the key's flight.
   void OnFlightFinished(Flight* flight);
   // Decides each waiter's result now and delivers it from the loop.

@@ -1,10 +1,11 @@
 // The real RedisLink: a command connection running the Lua scripts, and the
 // process's one subscriber connection multiplexing every flight's channel.
+#include "redis_link.h"
+
 #include <unordered_map>
 
 #include "lua_scripts.h"
 #include "redis_connection.h"
-#include "redis_link.h"
 #include "subscriber.h"
 
 namespace singleflight::internal {

@@ -13,7 +13,9 @@ UvScheduler::UvScheduler(uv_loop_t* loop) : loop_(loop) {
   // callback), so they keep the loop alive exactly as long as a caller waits.
 }
 
-uint64_t UvScheduler::NowMs() const { return uv_now(loop_); }
+uint64_t UvScheduler::NowMs() const {
+  return uv_now(loop_);
+}
 
 void UvScheduler::Defer(Task task) {
   if (closing_) return;
@@ -47,7 +49,9 @@ void UvScheduler::RunDeferred() {
   if (deferred_.empty() && !closing_) uv_idle_stop(&idle_);
 }
 
-void UvScheduler::OnIdle(uv_idle_t* idle) { static_cast<UvScheduler*>(idle->data)->RunDeferred(); }
+void UvScheduler::OnIdle(uv_idle_t* idle) {
+  static_cast<UvScheduler*>(idle->data)->RunDeferred();
+}
 
 void UvScheduler::OnTimer(uv_timer_t* timer) {
   auto* self = static_cast<UvScheduler*>(timer->data);

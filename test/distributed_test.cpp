@@ -101,8 +101,9 @@ class DistributedTest : public ::testing::Test {
   // Calls Do and records the result into `out`.
   void Call(Group& group, const std::string& key, Producer producer, std::vector<Result>* out,
             uint32_t timeout_ms = 20000) {
-    auto call = group.Do(key, std::move(producer), [out](const Result& r) { out->push_back(r); },
-                         CallOptions{timeout_ms});
+    auto call = group.Do(
+        key, std::move(producer), [out](const Result& r) { out->push_back(r); },
+        CallOptions{timeout_ms});
     ASSERT_TRUE(call.ok()) << call.status().ToString();
   }
 
@@ -205,14 +206,15 @@ TEST_F(DistributedTest, GarbageOnTheChannelIsDroppedAndCounted) {
   std::string valid = internal::EncodeEnvelope(future);
   std::vector<std::string> garbage = {
       "random bytes \x01\xff\xc1",
-      valid.substr(0, valid.size() / 2),                // truncated
-      std::string("\xdd\x10\x00\x00\x00", 5),           // array32 claiming 2^28 elements
-      std::string("\xdf\x7f\xff\xff\xff", 5),           // map32 claiming 2^31 pairs
-      valid + "trailing",                               // trailing bytes
+      valid.substr(0, valid.size() / 2),       // truncated
+      std::string("\xdd\x10\x00\x00\x00", 5),  // array32 claiming 2^28 elements
+      std::string("\xdf\x7f\xff\xff\xff", 5),  // map32 claiming 2^31 pairs
+      valid + "trailing",                      // trailing bytes
   };
   ASSERT_TRUE(PublishUntilReceived(channel, garbage[0]));
   for (size_t i = 1; i < garbage.size(); ++i) redis_.Command({"PUBLISH", channel, garbage[i]});
-  ASSERT_TRUE(RunUntil(&loop_, [&] { return follower.stats().malformed_dropped >= garbage.size(); }));
+  ASSERT_TRUE(
+      RunUntil(&loop_, [&] { return follower.stats().malformed_dropped >= garbage.size(); }));
   EXPECT_TRUE(followed.empty());
   work.parked[0]("real");
   ASSERT_TRUE(RunUntil(&loop_, [&] { return followed.size() == 1 && led.size() == 1; }));
@@ -331,7 +333,8 @@ TEST_F(DistributedTest, RedisRestartMidFlightEndsEveryCallerClearly) {
   ASSERT_TRUE(RunUntil(&loop_, [&] { return work.runs == 1; }));
   Call(follower, "k", work.After(300, "v"), &results, 15000);
   ASSERT_TRUE(redis_.Restart());
-  ASSERT_TRUE(RunUntil(&loop_, [&] { return results.size() == 2; }, 30000));
+  ASSERT_TRUE(RunUntil(
+      &loop_, [&] { return results.size() == 2; }, 30000));
   for (auto& r : results) {
     // A value, or a clear status: never a hang.
     EXPECT_TRUE(r.ok() || r.status.code() == Code::kTimeout ||
@@ -441,8 +444,8 @@ TEST_F(MultiProcessTest, KKeysMeanKExecutions) {
 }
 
 TEST_F(MultiProcessTest, ProducerErrorReachesEveryProcess) {
-  auto outputs = RunWorkers(3, {"--callers", "5", "--work-ms", "100", "--fail",
-                                "--fallback-ms", "60000"});
+  auto outputs =
+      RunWorkers(3, {"--callers", "5", "--work-ms", "100", "--fail", "--fallback-ms", "60000"});
   for (auto& out : outputs) {
     ASSERT_EQ(out.results.size(), 5u);
     for (auto& r : out.results) {
@@ -454,8 +457,8 @@ TEST_F(MultiProcessTest, ProducerErrorReachesEveryProcess) {
 }
 
 TEST_F(MultiProcessTest, LeaderKilledMidWorkIsTakenOver) {
-  auto outputs = RunWorkers(3, {"--callers", "4", "--work-ms", "400", "--crash",
-                                "--lock-ttl-ms", "600", "--fallback-ms", "100"});
+  auto outputs = RunWorkers(3, {"--callers", "4", "--work-ms", "400", "--crash", "--lock-ttl-ms",
+                                "600", "--fallback-ms", "100"});
   int killed = 0, takeovers = 0;
   std::set<std::string> values;
   for (auto& out : outputs) {

@@ -118,9 +118,15 @@ std::string ErrorEnvelope(std::string message) {
   e.token = std::string(16, 't');
   return EncodeEnvelope(e);
 }
-Reply Hit(std::string envelope) { return Arr({Int(1), Str(std::move(envelope))}); }
-Reply Acquired() { return Arr({Int(2)}); }
-Reply Busy() { return Arr({Int(0), Int(5000)}); }
+Reply Hit(std::string envelope) {
+  return Arr({Int(1), Str(std::move(envelope))});
+}
+Reply Acquired() {
+  return Arr({Int(2)});
+}
+Reply Busy() {
+  return Arr({Int(0), Int(5000)});
+}
 
 class FlightDistributedTest : public ::testing::Test {
  protected:
@@ -151,7 +157,8 @@ class FlightDistributedTest : public ::testing::Test {
     };
   }
   Call DoKey(std::string_view key, CallOptions o = {}) {
-    Call call = group_->Do(key, Parked(), [this](const Result& r) { results_.push_back(r); }, o);
+    Call call = group_->Do(
+        key, Parked(), [this](const Result& r) { results_.push_back(r); }, o);
     EXPECT_TRUE(call.ok());
     return call;
   }
@@ -181,7 +188,8 @@ TEST_F(FlightDistributedTest, LeaderRunsTheProducerAndCompletesAtomically) {
   EXPECT_EQ(complete->args[3], "sf:{k}:ch");
   EXPECT_EQ(complete->args[2], std::to_string(Options{}.result_ttl_ms));
   Envelope published;
-  ASSERT_TRUE(DecodeEnvelope(complete->args[1], DecodeLimits::ForMaxValue(1 << 20), &published).ok());
+  ASSERT_TRUE(
+      DecodeEnvelope(complete->args[1], DecodeLimits::ForMaxValue(1 << 20), &published).ok());
   EXPECT_TRUE(published.ok);
   EXPECT_EQ(published.value, "v");
   EXPECT_EQ(published.token, complete->args[0]);  // the lock token
@@ -304,7 +312,8 @@ TEST_F(FlightDistributedTest, ProducerErrorIsPublishedAndNotStored) {
   ASSERT_NE(complete, nullptr);
   EXPECT_EQ(complete->args[2], "0");  // error_ttl_ms = 0: not stored
   Envelope published;
-  ASSERT_TRUE(DecodeEnvelope(complete->args[1], DecodeLimits::ForMaxValue(1 << 20), &published).ok());
+  ASSERT_TRUE(
+      DecodeEnvelope(complete->args[1], DecodeLimits::ForMaxValue(1 << 20), &published).ok());
   EXPECT_FALSE(published.ok);
   EXPECT_EQ(published.error, "boom");
 }
@@ -319,7 +328,8 @@ TEST_F(FlightDistributedTest, TooLargeValueTellsFollowersSo) {
   parked_[0]("1234");
   Envelope published;
   ASSERT_TRUE(DecodeEnvelope(link_->Last(ScriptId::kComplete)->args[1],
-                             DecodeLimits::ForMaxValue(3), &published).ok());
+                             DecodeLimits::ForMaxValue(3), &published)
+                  .ok());
   EXPECT_EQ(published.error_code, "too_large");
   clock_->RunPending();
   EXPECT_EQ(results_[0].status.code(), Code::kTooLarge);

@@ -239,8 +239,7 @@ TEST_F(FlightLocalTest, BadKeysAreRejectedSynchronouslyWithoutCallback) {
 
 TEST_F(FlightLocalTest, MissingProducerOrCallbackIsRejected) {
   EXPECT_EQ(group_->Do("k", nullptr, Record(), {}).status().code(), Code::kInvalidArgument);
-  EXPECT_EQ(group_->Do("k", Immediate("v"), nullptr, {}).status().code(),
-            Code::kInvalidArgument);
+  EXPECT_EQ(group_->Do("k", Immediate("v"), nullptr, {}).status().code(), Code::kInvalidArgument);
 }
 
 TEST_F(FlightLocalTest, CapacityBoundsAnswerUnavailable) {
@@ -310,9 +309,8 @@ TEST_F(FlightLocalTest, CloseFailsPendingCallersBeforeItsCallback) {
 TEST_F(FlightLocalTest, CloseFromInsideACallback) {
   bool closed = false;
   GroupImpl* group = group_;
-  Call call = group_->Do("k", Immediate("v"), [&](const Result&) {
-    group->Close([&] { closed = true; });
-  });
+  Call call =
+      group_->Do("k", Immediate("v"), [&](const Result&) { group->Close([&] { closed = true; }); });
   ASSERT_TRUE(call.ok());
   clock().RunPending();
   EXPECT_TRUE(closed);

@@ -1,10 +1,10 @@
 // The public Group on a real libuv loop, Redis disabled (local-only mode).
-#include "singleflight/group.h"
-
 #include <gtest/gtest.h>
 
 #include <memory>
 #include <vector>
+
+#include "singleflight/group.h"
 
 namespace singleflight {
 namespace {
@@ -65,8 +65,8 @@ TEST_F(GroupLocalTest, DeadlineFiresForAProducerThatNeverCallsDone) {
   Group group(&loop_);
   std::vector<Result> results;
   Producer never = [](const ProducerContext&, Done) {};
-  Call call = group.Do("key", never, [&](const Result& r) { results.push_back(r); },
-                       CallOptions{20});
+  Call call = group.Do(
+      "key", never, [&](const Result& r) { results.push_back(r); }, CallOptions{20});
   ASSERT_TRUE(call.ok());
   bool closed = false;
   // Run until the deadline delivers; the loop has only our timer left.

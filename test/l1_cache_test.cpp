@@ -5,7 +5,9 @@
 namespace singleflight::internal {
 namespace {
 
-L1Cache::Value V(std::string s) { return std::make_shared<const std::string>(std::move(s)); }
+L1Cache::Value V(std::string s) {
+  return std::make_shared<const std::string>(std::move(s));
+}
 
 TEST(L1Cache, MissOnEmpty) {
   L1Cache cache(10, 1000);

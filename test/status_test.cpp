@@ -1,7 +1,8 @@
-#include "singleflight/result.h"
 #include "singleflight/status.h"
 
 #include <gtest/gtest.h>
+
+#include "singleflight/result.h"
 
 namespace singleflight {
 namespace {

@@ -96,7 +96,8 @@ class Worker {
     for (int i = 0; i < config_.callers; ++i) {
       std::string key = "key-" + std::to_string(i % config_.keys);
       singleflight::Call call = group_->Do(
-          key, [this](const singleflight::ProducerContext& ctx, singleflight::Done done) {
+          key,
+          [this](const singleflight::ProducerContext& ctx, singleflight::Done done) {
             Produce(std::string(ctx.key), std::move(done));
           },
           [this, i, key](const singleflight::Result& r) { OnResult(i, key, r); },
@@ -121,13 +122,14 @@ class Worker {
         redisCommand(counter_, "INCR %s", (config_.prefix + "exec:" + key).c_str()));
     long long execution = reply && reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1;
     freeReplyObject(reply);
-    auto* work = new Work{{}, std::move(done), "v:" + key + ":" + std::to_string(getpid()),
-                          config_.fail};
+    auto* work =
+        new Work{{}, std::move(done), "v:" + key + ":" + std::to_string(getpid()), config_.fail};
     uv_timer_init(loop_, &work->timer);
     work->timer.data = work;
     if (config_.crash && execution == 1) {
       // Die like a real crash: no release, no publish, the lock just lapses.
-      uv_timer_start(&work->timer, [](uv_timer_t*) { raise(SIGKILL); }, config_.work_ms / 2, 0);
+      uv_timer_start(
+          &work->timer, [](uv_timer_t*) { raise(SIGKILL); }, config_.work_ms / 2, 0);
       return;
     }
     uv_timer_start(&work->timer, OnWorkDone, config_.work_ms, 0);
