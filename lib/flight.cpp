@@ -53,7 +53,7 @@ void Flight::Start() {
   RedisLink* link = group_.link();
   if (link == nullptr) return Lead(false);
   if (!link->settled()) return group_.WaitForLink(shared_from_this());
-  if (!link->up()) return OnCheckFailed(Check::kFirst, Status(Code::kUnavailable, "Redis is down"));
+  if (!link->up()) return OnCheckFailed(Check::kFirst, link->last_error());
   CheckRedis(Check::kFirst);
 }
 

@@ -1,3 +1,6 @@
+#include <cstdio>
+#include <cstdlib>
+
 #include "group_impl.h"
 #include "key_naming.h"
 #include "uv_scheduler.h"
@@ -43,6 +46,17 @@ GroupImpl* GroupImpl::Create(uv_loop_t* loop, Options options) {
   return impl;
 }
 
+void GroupImpl::CheckThread() const {
+#ifndef NDEBUG
+  if (std::this_thread::get_id() != thread_) {
+    std::fprintf(stderr,
+                 "singleflight: a Group was used from a thread other than its loop's; "
+                 "it is not thread-safe (see group.h)\n");
+    std::abort();
+  }
+#endif
+}
+
 Status GroupImpl::ValidateOptions() const {
   Status prefix = ValidatePrefix(options_.key_prefix);
   if (!prefix.ok()) return prefix;
@@ -66,6 +80,7 @@ Call GroupImpl::Reject(Status status) {
 
 Call GroupImpl::Do(std::string_view key, Producer producer, Callback callback,
                    CallOptions call_options) {
+  CheckThread();
   if (closing_) return Reject(Status(Code::kClosed, "the group is closed"));
   if (!options_status_.ok()) return Reject(options_status_);
   Status key_status = ValidateKey(key, options_.max_key_bytes);
@@ -166,6 +181,7 @@ void GroupImpl::OnFlightFinished(Flight* flight) {
 }
 
 void GroupImpl::Forget(std::string_view key) {
+  CheckThread();
   if (closing_ || !ValidateKey(key, options_.max_key_bytes).ok()) return;
   l1_.Erase(key);
   auto found = flights_.find(key);
@@ -203,6 +219,7 @@ void GroupImpl::OnLinkState(bool up) {
 }
 
 void GroupImpl::Close(std::function<void()> done) {
+  CheckThread();
   if (done) close_done_.push_back(std::move(done));
   if (closing_) return;
   closing_ = true;

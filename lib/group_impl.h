@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -74,6 +75,10 @@ class GroupImpl {
   Call Reject(Status status);
   void ArmDeadline(const std::shared_ptr<Waiter>& waiter, uint32_t timeout_ms);
   void FinishClose();
+  // Debug builds abort when the group is used from a thread other than the
+  // one that created it: the group is single-loop by contract, and a race
+  // here would corrupt memory silently.
+  void CheckThread() const;
   void ListenForInvalidations();
 
   // Forget in another process drops the key from our L1. After a
@@ -92,6 +97,7 @@ class GroupImpl {
 
   Options options_;
   Status options_status_;
+  std::thread::id thread_ = std::this_thread::get_id();
   Scheduler* scheduler_;
   std::unique_ptr<RedisLink> link_;
   L1Cache l1_;

@@ -38,6 +38,7 @@ class RealLink final : public RedisLink {
 
   bool settled() const override { return settled_; }
   bool up() const override { return up_; }
+  Status last_error() const override { return last_error_; }
 
   void RunScript(ScriptId script, std::vector<std::string> keys, std::vector<std::string> args,
                  ReplyCallback callback) override {
@@ -74,6 +75,7 @@ class RealLink final : public RedisLink {
   void OnCommandState(bool up, const Status& why) {
     settled_ = true;
     up_ = up;
+    if (!up) last_error_ = why;
     // A restarted server has an empty script cache: load the scripts on
     // every connect so EVALSHA normally hits.
     if (up) scripts_->OnConnected();
@@ -88,6 +90,7 @@ class RealLink final : public RedisLink {
   bool settled_ = false;
   bool up_ = false;
   bool closed_ = false;
+  Status last_error_;
 };
 
 }  // namespace

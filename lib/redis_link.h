@@ -42,6 +42,9 @@ class RedisLink {
   // least once: before that, callers wait instead of degrading.
   virtual bool settled() const = 0;
   virtual bool up() const = 0;
+  // Why the command connection is down (e.g. the server's WRONGPASS), so a
+  // caller failed for it is told the real reason.
+  virtual Status last_error() const = 0;
   // Runs a script; the callback runs exactly once, never inside RunScript.
   virtual void RunScript(ScriptId script, std::vector<std::string> keys,
                          std::vector<std::string> args, ReplyCallback callback) = 0;

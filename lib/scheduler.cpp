@@ -14,10 +14,14 @@ Scheduler::TimerId Scheduler::After(uint64_t delay_ms, Task task) {
 
 void Scheduler::Cancel(TimerId& id) {
   if (!id.valid()) return;
-  timers_.erase({id.due, id.seq});
+  auto found = timers_.find({id.due, id.seq});
   id = TimerId{};
-  // A stale wake-up costs one empty timer run, so the backing timer is not
-  // re-armed here.
+  if (found == timers_.end()) return;
+  bool was_earliest = found == timers_.begin();
+  timers_.erase(found);
+  // Re-arm only when the earliest changed: a backing timer left armed for a
+  // cancelled deadline would keep the application's loop alive until then.
+  if (was_earliest) OnTimersChanged();
 }
 
 size_t Scheduler::RunDueTimers(uint64_t now) {

@@ -488,5 +488,116 @@ TEST_F(MultiProcessTest, WorkLongerThanTheLockStaysOneExecution) {
   EXPECT_EQ(Counter("sf:exec:key-0"), 1);
 }
 
+// --- least privilege and tenancy ---------------------------------------------
+
+class AclTest : public ::testing::Test {
+ protected:
+  // The README's ACL line: the library's prefix, its channels, nothing else.
+  AclTest()
+      : redis_(RedisServer::Config{
+            "",
+            {"--user", "sf", "on", ">sf-secret", "~sf:*", "&sf:*", "+@read", "+@write", "+@pubsub",
+             "+@scripting", "+@connection", "-@dangerous"}}) {}
+  void SetUp() override {
+    ASSERT_TRUE(redis_.Start());
+    ASSERT_EQ(uv_loop_init(&loop_), 0);
+  }
+  void TearDown() override {
+    for (auto& group : groups_) group->Close();
+    EXPECT_TRUE(test::Drain(&loop_));
+    groups_.clear();
+    EXPECT_EQ(uv_loop_close(&loop_), 0);
+  }
+  Group& NewGroup(const std::string& user, const std::string& password,
+                  const std::string& prefix = "sf:") {
+    Options options;
+    options.redis.host = redis_.host();
+    options.redis.port = redis_.port();
+    options.redis.username = user;
+    options.redis.password = password;
+    options.key_prefix = prefix;
+    options.when_redis_down = DegradedMode::kFailFast;
+    groups_.push_back(std::make_unique<Group>(&loop_, options));
+    return *groups_.back();
+  }
+  Producer Value(std::string value, int* runs) {
+    return [value, runs](const ProducerContext&, Done done) {
+      ++*runs;
+      done(value);
+    };
+  }
+
+  RedisServer redis_;
+  uv_loop_t loop_;
+  std::deque<std::vector<Result>> results_;
+  std::vector<std::unique_ptr<Group>> groups_;
+};
+
+TEST_F(AclTest, RestrictedUserRunsAFullFlight) {
+  Group& a = NewGroup("sf", "sf-secret");
+  Group& b = NewGroup("sf", "sf-secret");
+  int runs = 0;
+  auto& results = results_.emplace_back();
+  auto record = [&](const Result& r) { results.push_back(r); };
+  ASSERT_TRUE(a.Do("k", Value("v", &runs), record).ok());
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return results.size() == 1; }));
+  ASSERT_TRUE(b.Do("k", Value("v", &runs), record).ok());
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return results.size() == 2; }));
+  for (auto& r : results) EXPECT_TRUE(r.ok()) << r.status.ToString();
+  EXPECT_EQ(results[1].source, Source::kRedisCache);  // went through Redis
+  EXPECT_EQ(runs, 1);
+  EXPECT_EQ(a.stats().redis_errors + b.stats().redis_errors, 0u);
+}
+
+TEST_F(AclTest, WrongPasswordIsAClearErrorNotAHang) {
+  Group& group = NewGroup("sf", "wrong");
+  int runs = 0;
+  auto& results = results_.emplace_back();
+  ASSERT_TRUE(
+      group.Do("k", Value("v", &runs), [&](const Result& r) { results.push_back(r); }).ok());
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return results.size() == 1; }));
+  EXPECT_EQ(results[0].status.code(), Code::kUnavailable);
+  EXPECT_NE(results[0].status.message().find("WRONGPASS"), std::string::npos)
+      << results[0].status.message();
+  EXPECT_EQ(runs, 0);
+}
+
+TEST_F(AclTest, PrefixOutsideTheUsersKeysIsAClearError) {
+  // The user may only touch sf:*; a group with another prefix is refused by
+  // Redis on every script, which the caller sees as a clear status.
+  Group& group = NewGroup("sf", "sf-secret", "other:");
+  int runs = 0;
+  auto& results = results_.emplace_back();
+  ASSERT_TRUE(
+      group.Do("k", Value("v", &runs), [&](const Result& r) { results.push_back(r); }).ok());
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return results.size() == 1; }));
+  EXPECT_EQ(results[0].status.code(), Code::kUnavailable);
+  EXPECT_NE(results[0].status.message().find("NOPERM"), std::string::npos)
+      << results[0].status.message();
+  EXPECT_EQ(runs, 0);
+}
+
+TEST_F(DistributedTest, GroupsWithDifferentPrefixesNeverMeet) {
+  Options red = BaseOptions();
+  red.key_prefix = "red:";
+  Options blue = BaseOptions();
+  blue.key_prefix = "blue:";
+  Group& a = NewGroup(red);
+  Group& b = NewGroup(blue);
+  Work& work = NewWork();
+  auto& results = NewResults();
+  Call(a, "k", work.After(1, "red"), &results);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return results.size() == 1; }));
+  Call(b, "k", work.After(1, "blue"), &results);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return results.size() == 2; }));
+  EXPECT_EQ(results[0].value(), "red");
+  EXPECT_EQ(results[1].value(), "blue");
+  EXPECT_EQ(work.runs, 2);
+  a.Forget("k");  // red's invalidation must not reach blue
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return a.stats().invalidations >= 1; }));
+  EXPECT_EQ(b.stats().invalidations, 0u);
+  EXPECT_EQ(redis_.Command({"EXISTS", "blue:{k}:result"}).integer, 1);
+}
+
 }  // namespace
 }  // namespace singleflight

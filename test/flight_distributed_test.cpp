@@ -25,6 +25,7 @@ class FakeLink final : public RedisLink {
  public:
   bool settled() const override { return settled_; }
   bool up() const override { return up_; }
+  Status last_error() const override { return Status(Code::kUnavailable, "fake: down"); }
   void RunScript(ScriptId script, std::vector<std::string> keys, std::vector<std::string> args,
                  ReplyCallback callback) override {
     calls.push_back({script, std::move(keys), std::move(args), std::move(callback)});

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <memory>
+#include <thread>
 #include <vector>
 
 #include "singleflight/group.h"
@@ -124,6 +125,44 @@ TEST_F(GroupLocalTest, StatsSurviveClose) {
   EXPECT_EQ(group.stats().calls, 1u);
   EXPECT_EQ(group.stats().leads, 1u);
 }
+
+int ActiveHandles(uv_loop_t* loop) {
+  int active = 0;
+  uv_walk(
+      loop, [](uv_handle_t* h, void* arg) { *static_cast<int*>(arg) += uv_is_active(h) != 0; },
+      &active);
+  return active;
+}
+
+TEST_F(GroupLocalTest, NothingStaysActiveOnceCallersAreAnswered) {
+  // A deadline timer left armed would keep the application's loop running
+  // for up to the whole wait_timeout after the answer.
+  Group group(&loop_);
+  int answered = 0;
+  Call call = group.Do(
+      "key", [](const ProducerContext&, Done done) { done("v"); },
+      [&](const Result&) { ++answered; }, CallOptions{60000});
+  ASSERT_TRUE(call.ok());
+  while (answered == 0) uv_run(&loop_, UV_RUN_ONCE);
+  EXPECT_EQ(ActiveHandles(&loop_), 0);
+  group.Close();
+}
+
+#ifndef NDEBUG
+TEST_F(GroupLocalTest, UseFromAnotherThreadAbortsInDebugBuilds) {
+  Group group(&loop_);
+  EXPECT_DEATH(
+      {
+        std::thread other([&] {
+          (void)group.Do(
+              "k", [](const ProducerContext&, Done) {}, [](const Result&) {});
+        });
+        other.join();
+      },
+      "not thread-safe");
+  group.Close();
+}
+#endif
 
 }  // namespace
 }  // namespace singleflight
