@@ -154,7 +154,7 @@ void GroupImpl::Resolve(std::vector<std::shared_ptr<Waiter>> waiters, const Stat
   Result result;
   result.status = status;
   result.value_ptr = status.ok() ? std::move(value) : nullptr;
-  result.source = result.value_ptr ? source : (source == Source::kLed ? Source::kNone : source);
+  result.source = source;
   result.shared = live > 1 || (source != Source::kLed && result.value_ptr != nullptr);
   scheduler_->Defer([waiters = std::move(waiters), result = std::move(result)]() mutable {
     for (auto& waiter : waiters) {
@@ -162,7 +162,7 @@ void GroupImpl::Resolve(std::vector<std::shared_ptr<Waiter>> waiters, const Stat
       Callback callback = std::move(waiter->callback);
       waiter->callback = nullptr;
       Source own = result.source;
-      if (waiter->joined && result.value_ptr) result.source = Source::kJoined;
+      if (waiter->joined && own != Source::kNone) result.source = Source::kJoined;
       try {
         callback(result);
       } catch (...) {

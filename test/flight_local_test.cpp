@@ -172,6 +172,8 @@ TEST_F(FlightLocalTest, ProducerErrorReachesEveryWaiterAndIsNotCached) {
     EXPECT_EQ(r.status.code(), Code::kProducerError);
     EXPECT_EQ(r.status.message(), "upstream 503");
   }
+  EXPECT_EQ(results_[0].source, Source::kLed);  // where the error came from
+  EXPECT_EQ(results_[1].source, Source::kJoined);
   (void)DoKey("k", Immediate("v"));
   clock().RunPending();
   EXPECT_EQ(runs_, 2);

@@ -9,10 +9,12 @@
 
 namespace singleflight {
 
-// Where a value came from. Useful for metrics and for tests that assert the
-// path a call took rather than how long it took.
+// Where a result came from — a value, or an error such as a producer failure
+// (a producer error published by another process arrives as kPubSub). Useful
+// for metrics and for tests that assert the path a call took rather than how
+// long it took.
 enum class Source {
-  kNone = 0,     // no value (the status is not ok and nothing was produced)
+  kNone = 0,     // nothing arrived: timeout, cancel, close, rejection, Redis down
   kLocalCache,   // L1 hit in this process
   kJoined,       // joined a flight already running in this process
   kRedisCache,   // the result was already in Redis
