@@ -1,7 +1,8 @@
 // Options: how a Group is configured, and per-call options.
 //
-// Every field has a production-minded default; docs/options.md (and the
-// README) lists each one with the reason for its default.
+// Every field has a production-minded default; the README's "Options" table
+// lists each one, and docs/protocol.md ("Timing parameters") their role on
+// the wire.
 #pragma once
 
 #include <cstddef>
