@@ -1,0 +1,39 @@
+// The sf_demo example end to end (what scripts/demo.sh runs), small and fast:
+// its own invariant checks decide, and it says "OK" and exits 0 when they hold.
+#ifdef SF_EXAMPLE_sf_demo
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <string>
+#include <vector>
+
+#include "support/child_process.h"
+#include "support/redis_server.h"
+
+namespace singleflight {
+namespace {
+
+TEST(ExamplesDemoTest, ThreeBurstsHoldTheirInvariants) {
+  test::RedisServer redis;
+  ASSERT_TRUE(redis.Start());
+  test::ChildProcess demo;
+  ASSERT_TRUE(demo.Spawn(
+      SF_EXAMPLE_sf_demo,
+      {"--redis", redis.host() + ":" + std::to_string(redis.port()), "--workers", "3", "--callers",
+       "6", "--keys", "2", "--work-ms", "100", "--result-ttl-ms", "300", "--lock-ttl-ms", "400"}));
+  std::vector<std::string> lines;
+  ASSERT_TRUE(demo.ReadAll(&lines, 60000)) << "the demo hung";
+  int status = demo.Wait();
+  std::string output;
+  for (auto& line : lines) output += line + "\n";
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << output;
+  ASSERT_FALSE(lines.empty());
+  EXPECT_EQ(lines.back(), "OK") << output;
+  EXPECT_NE(output.find("takeovers="), std::string::npos) << output;
+}
+
+}  // namespace
+}  // namespace singleflight
+
+#endif  // SF_EXAMPLE_sf_demo
