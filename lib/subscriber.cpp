@@ -16,14 +16,22 @@ bool IsText(const Reply& reply) {
 }  // namespace
 
 Subscriber::Subscriber(uv_loop_t* loop, const RedisOptions& options, Handlers handlers)
+    : Subscriber(
+          loop,
+          [loop, &options](RedisConnection::Handlers connection_handlers) {
+            return RedisConnection::Create(loop, options, RedisConnection::Mode::kSubscriber,
+                                           std::move(connection_handlers));
+          },
+          std::move(handlers)) {}
+
+Subscriber::Subscriber(uv_loop_t* loop, const ConnectionFactory& make_connection, Handlers handlers)
     : handlers_(std::move(handlers)), idle_(new uv_idle_t) {
   uv_idle_init(loop, idle_);
   idle_->data = this;
   RedisConnection::Handlers connection_handlers;
   connection_handlers.on_state = [this](bool up, const Status& why) { OnState(up, why); };
   connection_handlers.on_push = [this](const Reply& push) { OnPush(push); };
-  connection_ = RedisConnection::Create(loop, options, RedisConnection::Mode::kSubscriber,
-                                        std::move(connection_handlers));
+  connection_ = make_connection(std::move(connection_handlers));
 }
 
 Subscriber::~Subscriber() {

@@ -50,8 +50,14 @@ class Subscriber {
     std::function<void(bool up, const Status& why)> on_state;
   };
 
+  // Makes the subscriber's connection, given the handlers it must call.
+  using ConnectionFactory = std::function<RedisConnection*(RedisConnection::Handlers)>;
+
   // Creates the subscriber connection, which starts connecting at once.
   Subscriber(uv_loop_t* loop, const RedisOptions& options, Handlers handlers);
+  // The same over a connection of the caller's making: the seam through which
+  // tests and fuzzers play the server (confirmations, messages, garbage).
+  Subscriber(uv_loop_t* loop, const ConnectionFactory& make_connection, Handlers handlers);
   ~Subscriber();
   Subscriber(const Subscriber&) = delete;
   Subscriber& operator=(const Subscriber&) = delete;
