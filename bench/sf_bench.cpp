@@ -410,7 +410,8 @@ class Driver {
  public:
   Driver(uv_loop_t* loop, Config config) : loop_(loop), config_(std::move(config)) {
     uv_timer_init(loop, &timer_);
-    timer_.data = this;
+    uv_timer_init(loop, &settle_timer_);
+    timer_.data = settle_timer_.data = this;
   }
 
   int Run();
@@ -422,6 +423,7 @@ class Driver {
   bool SpawnAll();
   bool Spawn(const std::string& role, int callers);
   void MaybeGo();
+  void Go();
   void KillAll();
   static void OnTimer(uv_timer_t* timer);
   std::string Report();
@@ -429,7 +431,8 @@ class Driver {
 
   uv_loop_t* loop_;
   Config config_;
-  uv_timer_t timer_;  // the ready deadline, then the overall deadline
+  uv_timer_t timer_;         // the ready deadline, then the overall deadline
+  uv_timer_t settle_timer_;  // between "all ready" and the start
   std::vector<std::unique_ptr<Child>> children_;
   redisContext* redis_ = nullptr;
   bool started_ = false;
@@ -589,12 +592,20 @@ void Driver::OnLine(Child* child, const std::string& line) {
   }
 }
 
-// Everyone is warm: reset Redis's counters and name the start instant.
+// Everyone is warm. The warm-up flights' last script (complete) is sent but
+// not awaited, so give it a moment to land before Redis's counters reset.
 void Driver::MaybeGo() {
   for (auto& child : children_) {
     if (!child->ready) return;
   }
   if (failed_) return KillAll();
+  uv_timer_start(
+      &settle_timer_, [](uv_timer_t* t) { static_cast<Driver*>(t->data)->Go(); }, 50, 0);
+}
+
+// Resets Redis's counters and names the start instant.
+void Driver::Go() {
+  uv_close(reinterpret_cast<uv_handle_t*>(&settle_timer_), nullptr);
   freeReplyObject(redisCommand(redis_, "CONFIG RESETSTAT"));
   start_us_ = WallUs() + 100 * 1000;  // room for every worker to read "go"
   started_ = true;
@@ -620,6 +631,8 @@ void Driver::OnChildDone(Child* child) {
   end_us_ = WallUs();
   uv_timer_stop(&timer_);
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), nullptr);
+  auto* settle = reinterpret_cast<uv_handle_t*>(&settle_timer_);
+  if (!uv_is_closing(settle)) uv_close(settle, nullptr);
 }
 
 void Driver::KillAll() {
