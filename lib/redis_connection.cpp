@@ -115,7 +115,7 @@ class Connection final : public RedisConnection {
   std::string Address() const;
 
   // Commands.
-  bool Send(const std::vector<std::string>& argv, CommandCallback callback);
+  bool Send(const std::vector<std::string>& argv, CommandCallback& callback);
   bool SendPubSub(const char* verb, const std::vector<std::string>& channels);
   void Answer(PendingCommand* command, const redisAsyncContext* ac, redisReply* reply);
   void ArmCommandTimer();
@@ -337,7 +337,7 @@ void Connection::SendHandshake() {
     bool last = i + 1 == steps.size();
     std::string verb = steps[i][0];
     redisAsyncContext* ac = ac_;
-    bool sent = Send(steps[i], [this, ac, last, verb](const Status& status, const Reply& reply) {
+    CommandCallback on_reply = [this, ac, last, verb](const Status& status, const Reply& reply) {
       // A transport failure has already been handled by whoever tore down.
       if (!status.ok() || ac_ != ac || state_ != State::kHandshake) return;
       if (reply.is_error()) {
@@ -345,7 +345,8 @@ void Connection::SendHandshake() {
       } else if (last) {
         Ready();
       }
-    });
+    };
+    bool sent = Send(steps[i], on_reply);
     if (!sent) {
       Lost(Unavailable("cannot send " + verb + " to " + Address()));
       return;
@@ -431,7 +432,10 @@ void Connection::Command(std::vector<std::string> argv, CommandCallback callback
   }
 }
 
-bool Connection::Send(const std::vector<std::string>& argv, CommandCallback callback) {
+// Takes the callback only when the command was sent; on failure the caller
+// still owns it (to fail it). Moving instead of copying matters: a script's
+// callback carries its arguments for the NOSCRIPT retry.
+bool Connection::Send(const std::vector<std::string>& argv, CommandCallback& callback) {
   std::vector<const char*> args;
   std::vector<size_t> lengths;
   args.reserve(argv.size());
@@ -445,6 +449,7 @@ bool Connection::Send(const std::vector<std::string>& argv, CommandCallback call
   // REDIS_ERR means hiredis will never call back, so it keeps no pointer.
   if (redisAsyncCommandArgv(ac_, OnReply, command.get(), static_cast<int>(args.size()), args.data(),
                             lengths.data()) != REDIS_OK) {
+    callback = std::move(command->callback);
     return false;
   }
   pending_.push_back(std::move(command));
