@@ -7,6 +7,10 @@
 # `msgpack`, which an unversioned find_package(msgpack) would then pick
 # (docs: shared STACK-FACTS, "Packages and CMake"); msgpack-cxx is enough.
 #
+# `deps.sh --fuzz` adds clang and its runtime (libFuzzer, sanitizers) for
+# scripts/fuzz.sh only: building and testing (scripts/test.sh, CI's test job)
+# use g++ and need neither, so a plain run does not pull a second compiler in.
+#
 # redis-server is installed for its binary only. Tests and scripts start
 # private servers on random loopback ports and never use a system service on
 # 6379; the install is kept from starting one (see below).
@@ -19,6 +23,9 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   valgrind
 )
+if [[ "${1:-}" == --fuzz ]]; then
+  packages+=(clang libclang-rt-14-dev)
+fi
 
 # One line per installed architecture of the package; any "installed" will do.
 installed() {
