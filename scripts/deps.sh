@@ -21,6 +21,7 @@ packages=(
   libuv1-dev libhiredis-dev libmsgpack-cxx-dev
   redis-server redis-tools
   libgtest-dev libgmock-dev libbenchmark-dev
+  libhttp-parser-dev
   valgrind
 )
 if [[ "${1:-}" == --fuzz ]]; then

@@ -25,8 +25,7 @@ bool ParseHostPort(const std::string& text, std::string* host, int* port, bool a
   return true;
 }
 
-int ListenTcp(uv_loop_t* loop, uv_tcp_t* server, const std::string& host, int port, bool reuseport,
-              uv_connection_cb on_connection) {
+int BindTcp(uv_loop_t* loop, uv_tcp_t* server, const std::string& host, int port, bool reuseport) {
   sockaddr_storage addr{};
   int rc = uv_ip4_addr(host.c_str(), port, reinterpret_cast<sockaddr_in*>(&addr));
   if (rc != 0) rc = uv_ip6_addr(host.c_str(), port, reinterpret_cast<sockaddr_in6*>(&addr));
@@ -48,7 +47,12 @@ int ListenTcp(uv_loop_t* loop, uv_tcp_t* server, const std::string& host, int po
       return UV_EINVAL;
     }
   }
-  rc = uv_tcp_bind(server, reinterpret_cast<const sockaddr*>(&addr), 0);
+  return uv_tcp_bind(server, reinterpret_cast<const sockaddr*>(&addr), 0);
+}
+
+int ListenTcp(uv_loop_t* loop, uv_tcp_t* server, const std::string& host, int port, bool reuseport,
+              uv_connection_cb on_connection) {
+  int rc = BindTcp(loop, server, host, port, reuseport);
   if (rc != 0) return rc;
   return uv_listen(reinterpret_cast<uv_stream_t*>(server), SOMAXCONN, on_connection);
 }

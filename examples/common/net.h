@@ -15,6 +15,11 @@ bool ParseHostPort(const std::string& text, std::string* host, int* port, bool a
 // A decimal integer in [min, max]; false otherwise.
 bool ParseInt(const std::string& text, long min, long max, long* out);
 
+// Binds host:port without listening. With reuseport, SO_REUSEPORT is set
+// first. Returns a libuv error code; the handle is initialized either way and
+// must be closed.
+int BindTcp(uv_loop_t* loop, uv_tcp_t* server, const std::string& host, int port, bool reuseport);
+
 // Binds and listens on host:port. With reuseport, SO_REUSEPORT is set before
 // bind so several processes can listen on one port and the kernel spreads
 // connections between them (libuv 1.44 has no flag for it). Returns a libuv
