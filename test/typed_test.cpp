@@ -142,8 +142,7 @@ TEST_F(TypedLocalTest, BytesThatAreNotMsgpackAreAClearError) {
   };
   std::vector<TypedResult<User>> results;
   for (size_t i = 0; i < not_a_user.size(); ++i) {
-    std::string bytes = not_a_user[i];
-    Producer raw = [bytes](const ProducerContext&, Done done) { done(bytes); };
+    Producer raw = [bytes = not_a_user[i]](const ProducerContext&, Done done) { done(bytes); };
     ASSERT_TRUE(group_->Do("raw" + std::to_string(i), raw, [](const Result&) {}).ok());
   }
   ASSERT_TRUE(RunUntil(&loop_, [&] { return group_->stats().leads == not_a_user.size(); }));
