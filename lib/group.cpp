@@ -111,7 +111,9 @@ Call GroupImpl::Do(std::string_view key, Producer producer, Callback callback,
     found->second->AddWaiter(std::move(waiter));
     return call;
   }
-  if (flights_.size() >= options_.max_inflight_keys) {
+  // Flights detached by Forget still run their producers, so they take a
+  // slot too: otherwise Do + Forget in a loop would have no bound.
+  if (flights_.size() + detached_.size() >= options_.max_inflight_keys) {
     return Reject(Status(Code::kUnavailable, "max_inflight_keys reached"));
   }
   ++stats_.calls;

@@ -91,6 +91,33 @@ TEST(LimitsEnvelope, ErrorMessageIsCutAtItsBoundOnTheWire) {
   EXPECT_EQ(out.error.size(), internal::kMaxErrorBytes);
 }
 
+// --- in-flight keys: flights dropped by Forget still count ----------------------
+
+TEST(LimitsLocal, ForgetDoesNotLetFlightsPastMaxInflightKeys) {
+  // A forgotten flight keeps running its producer for its own callers, so it
+  // still takes a slot: otherwise Do + Forget in a loop would start any
+  // number of concurrent producers and hold any amount of memory.
+  Options options;
+  options.max_inflight_keys = 1;
+  test::ManualScheduler clock;
+  auto* group = new internal::GroupImpl(options, &clock, nullptr);
+  std::vector<Done> parked;
+  std::vector<Result> results;
+  auto producer = [&](const ProducerContext&, Done done) { parked.push_back(std::move(done)); };
+  auto record = [&](const Result& r) { results.push_back(r); };
+  ASSERT_TRUE(group->Do("a", producer, record).ok());
+  group->Forget("a");
+  EXPECT_EQ(group->Do("a", producer, record).status().code(), Code::kUnavailable);
+  EXPECT_EQ(group->Do("b", producer, record).status().code(), Code::kUnavailable);
+  parked[0]("v");
+  clock.RunPending();
+  EXPECT_TRUE(group->Do("b", producer, record).ok());  // the slot is free again
+  bool closed = false;
+  group->Close([&] { closed = true; });
+  clock.RunPending();
+  EXPECT_TRUE(closed);
+}
+
 // --- against a real redis-server -------------------------------------------------
 
 class LimitsTest : public ::testing::Test {
