@@ -146,16 +146,36 @@ void Flight::OnMessage(std::string_view payload) {
   FinishFromEnvelope(payload, Source::kPubSub, true);
 }
 
+// A malformed message may mean we missed the real one, so ask Redis — but at
+// most once per fallback interval: a flood of garbage on a channel must not
+// turn into a flood of scripts (the fallback timer still runs meanwhile).
+void Flight::RecheckAfterMalformed() {
+  uint64_t now = group_.scheduler().NowMs();
+  if (malformed_recheck_at_ != 0 &&
+      now - malformed_recheck_at_ < group_.options().fallback_interval_ms) {
+    return;
+  }
+  malformed_recheck_at_ = now;
+  CheckRedis(Check::kAfterMalformed);
+}
+
 void Flight::FinishFromEnvelope(std::string_view bytes, Source source, bool from_message) {
   const Options& options = group_.options();
   Envelope envelope;
   Status decoded =
       DecodeEnvelope(bytes, DecodeLimits::ForMaxValue(options.max_value_bytes), &envelope);
+  if (!decoded.ok() && !from_message && decoded.code() == Code::kTooLarge) {
+    // A stored value over our bound (written by a process with a larger
+    // max_value_bytes) will not shrink: answer now, as the README promises,
+    // instead of waiting until it expires, past every caller's deadline.
+    ++group_.mutable_stats().too_large;
+    return Finish(Status(Code::kTooLarge, decoded.message()), nullptr, source, 0);
+  }
   if (!decoded.ok()) {
     ++group_.mutable_stats().malformed_dropped;
     // Never trust a malformed message; ask Redis instead. A malformed stored
     // result is left to expire: the follower keeps waiting for a message.
-    if (from_message) return CheckRedis(Check::kAfterMalformed);
+    if (from_message) return RecheckAfterMalformed();
     if (state_ == State::kChecking) return Follow();
     return ArmFallback();
   }

@@ -91,6 +91,7 @@ class Flight final : public std::enable_shared_from_this<Flight>, public Channel
   void Renew();
   void OnProducerTimeout();
   void Publish(bool ok, const std::string& bytes, const std::string& error_code);
+  void RecheckAfterMalformed();
   void FinishFromEnvelope(std::string_view bytes, Source source, bool from_message);
   void Finish(Status status, std::shared_ptr<const std::string> value, Source source,
               uint64_t l1_ttl_ms);
@@ -112,6 +113,7 @@ class Flight final : public std::enable_shared_from_this<Flight>, public Channel
   Scheduler::TimerId fallback_timer_;
   Scheduler::TimerId watchdog_timer_;
   Scheduler::TimerId producer_timer_;
+  uint64_t malformed_recheck_at_ = 0;  // when garbage last made us re-check
 };
 
 }  // namespace singleflight::internal

@@ -263,6 +263,17 @@ TEST_F(FlightDistributedTest, MalformedMessageIsDroppedAndRechecked) {
   EXPECT_EQ(results_[0].source, Source::kFallbackGet);
 }
 
+TEST_F(FlightDistributedTest, GarbageFloodCostsAtMostOneRecheckPerInterval) {
+  (void)DoKey("k");
+  link_->Answer(ScriptId::kGetOrLock, Busy());
+  for (int i = 0; i < 100; ++i) link_->OnlyListener()->OnMessage("garbage");
+  EXPECT_EQ(group_->stats().malformed_dropped, 100u);
+  EXPECT_EQ(link_->Count(ScriptId::kGetOrLock), 2);  // the first check + one re-check
+  clock_->Advance(Options{}.fallback_interval_ms);
+  link_->OnlyListener()->OnMessage("garbage");
+  EXPECT_EQ(link_->Count(ScriptId::kGetOrLock), 4);  // + the fallback + one more
+}
+
 TEST_F(FlightDistributedTest, FallbackTimerTakesOverALapsedLock) {
   (void)DoKey("k");
   link_->Answer(ScriptId::kGetOrLock, Busy());
