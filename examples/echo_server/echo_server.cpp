@@ -5,8 +5,8 @@
 //               [--delay-ms 200] [--max-line 1024] [--prefix sf:echo:] [--reuseport]
 //
 // Each request line is a key. The reply line is "<value> <source>", where
-// source says how the value was served: led, joined, pubsub, redis_cache,
-// local_cache or fallback_get. Errors reply "ERR <code>: <message>". Replies
+// source says how the value was served: led, joined, pubsub, redis, l1
+// or fallback (singleflight::SourceName). Errors reply "ERR <code>: <message>". Replies
 // come back in request order, also when requests are pipelined.
 //
 // Several instances sharing one Redis (and one --prefix) run the backend once

@@ -396,12 +396,7 @@ void Burst::PrintTable(const std::map<std::string, long long>& executions,
               Percentile(latencies, 0.50), Percentile(latencies, 0.99), Percentile(latencies, 1.0));
   std::printf("  served     ");
   for (const char* source : {"led", "joined", "pubsub", "redis", "l1", "fallback"}) {
-    // SourceName's names, shortened to the table's words.
-    std::string name = source;
-    if (name == "redis") name = "redis_cache";
-    if (name == "l1") name = "local_cache";
-    if (name == "fallback") name = "fallback_get";
-    auto found = served.find(name);
+    auto found = served.find(source);  // SourceName's names
     std::printf(" %s=%zu", source, found == served.end() ? size_t{0} : found->second);
   }
   std::printf("\n  stats      ");
