@@ -294,6 +294,47 @@ TEST_F(LimitsTest, ValueAtTheBoundOnTheChannelIsAccepted) {
   ASSERT_TRUE(RunUntil(&loop_, [&] { return results_.size() == 2; }));
 }
 
+TEST_F(LimitsTest, StoredValueOverTheReadersBoundIsTooLargeAtOnce) {
+  // A fleet whose processes disagree on max_value_bytes: the value one
+  // stored is too large for another. That reader answers kTooLarge at once
+  // (README: "too_large ... also on receipt") instead of waiting for a
+  // message that can never be accepted until its caller times out.
+  Options big = BaseOptions();
+  big.max_value_bytes = 1024;
+  Options small = BaseOptions();
+  small.max_value_bytes = 64;
+  Group& writer = NewGroup(big);
+  Group& reader = NewGroup(small);
+  Connect();
+  Start(writer, "k", Value(std::string(65, 'z')));
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return results_.size() == 1; }));
+  Start(reader, "k", Value("not used"), 20000);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return results_.size() == 2; }));
+  EXPECT_EQ(results_[1].status.code(), Code::kTooLarge) << results_[1].status.ToString();
+  EXPECT_EQ(runs_, 1);
+  EXPECT_GE(reader.stats().too_large, 1u);
+}
+
+TEST_F(LimitsTest, PublishedValueOverTheReadersBoundIsTooLargeForTheFollower) {
+  // The same disagreement while following: the leader's message is dropped
+  // (anyone may publish on a channel), the re-check reads the stored result
+  // and answers kTooLarge.
+  Options big = BaseOptions();
+  big.max_value_bytes = 1024;
+  Options small = BaseOptions();
+  small.max_value_bytes = 64;
+  small.fallback_interval_ms = 60000;  // only the message and its re-check can help
+  Group& leader = NewGroup(big);
+  Group& follower = NewGroup(small);
+  Connect();
+  LeadAndFollow(leader, follower, "k");
+  parked_[0](std::string(65, 'z'));
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return results_.size() == 2; }));
+  EXPECT_TRUE(results_[0].ok());
+  EXPECT_EQ(results_[1].status.code(), Code::kTooLarge) << results_[1].status.ToString();
+  EXPECT_EQ(follower.stats().malformed_dropped, 1u);
+}
+
 // --- in-flight keys per process: max_inflight_keys ------------------------------
 
 TEST_F(LimitsTest, FollowingFlightsCountAgainstMaxInflightKeys) {
