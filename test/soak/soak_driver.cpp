@@ -695,7 +695,10 @@ int Driver::Report() {
                 w->killed    ? "killed on purpose"
                 : clean_exit ? "exited 0"
                              : "CRASHED/UNCLEAN");
-    if (!w->killed) {
+    if (!w->killed && w->rss_before_kb == 0) {
+      std::printf(" rss n/a -> %llu KiB (spawned too late for a warm-up sample)",
+                  static_cast<unsigned long long>(w->rss_after_kb));
+    } else if (!w->killed) {
       std::printf(" rss %llu -> %llu KiB", static_cast<unsigned long long>(w->rss_before_kb),
                   static_cast<unsigned long long>(w->rss_after_kb));
       if (w->rss_before_kb > 0) {
