@@ -176,7 +176,7 @@ struct WorkerProc {
   // Tail of the execution log: which executions are running right now.
   size_t log_offset = 0;
   std::string log_partial;
-  std::map<std::string, std::string> running;  // seq -> key
+  std::map<std::string, std::pair<std::string, uint64_t>> running;  // seq -> key, start
 };
 
 uint64_t RssKb(pid_t pid) {
@@ -199,7 +199,7 @@ void TailExecLog(WorkerProc& w) {
     w.log_partial.erase(0, at + 1);
     std::string what, pid, seq, ms, key;
     line >> what >> pid >> seq >> ms >> key;
-    if (what == "start") w.running[seq] = key;
+    if (what == "start") w.running[seq] = {key, std::strtoull(ms.c_str(), nullptr, 10)};
     if (what == "end") w.running.erase(seq);
   }
 }
@@ -526,12 +526,13 @@ class Driver {
   bool KillLeader() {
     std::vector<WorkerProc*> leaders;
     for (auto& w : workers_) {
+      ForgetAbandoned(*w);
       if (w->alive && !w->witness && !w->running.empty()) leaders.push_back(w.get());
     }
     if (leaders.empty()) return false;
     WorkerProc* w = leaders[Pick(0, leaders.size() - 1)];
     std::string keys;
-    for (auto& [seq, key] : w->running) keys += " " + key;
+    for (auto& [seq, run] : w->running) keys += " " + run.first;
     w->child->Kill(SIGKILL);
     uint64_t at = MonoMs();
     w->exit_status = w->child->Wait();
@@ -540,6 +541,16 @@ class Driver {
     log_->Add(Event{at, "kill_leader", w->pid, w->name + " running" + keys});
     respawns_.push_back(MonoMs() + 300);
     return true;
+  }
+
+  // A producer that never called done stopped leading when the library's
+  // producer timeout fired: killing its process then kills no leader.
+  void ForgetAbandoned(WorkerProc& w) {
+    uint64_t now = MonoMs();
+    for (auto it = w.running.begin(); it != w.running.end();) {
+      bool abandoned = it->second.second + config_.producer_timeout_ms <= now;
+      it = abandoned ? w.running.erase(it) : std::next(it);
+    }
   }
 
   bool ClientKill(const std::string& type) {
