@@ -37,6 +37,13 @@ void Flight::AddWaiter(std::shared_ptr<Waiter> waiter) {
 
 void Flight::WaiterLeft() {
   if (live_waiters_ > 0) --live_waiters_;
+  // Departed callers are skipped at delivery; drop them once they are most of
+  // the list, so a long flight with many short deadlines stays small.
+  if (waiters_.size() >= 64 && live_waiters_ < waiters_.size() / 2) {
+    waiters_.erase(std::remove_if(waiters_.begin(), waiters_.end(),
+                                  [](const std::shared_ptr<Waiter>& w) { return w->resolved; }),
+                   waiters_.end());
+  }
   // A follower with nobody left to answer stops following; a leader goes on,
   // because its result fills the caches for the callers still to come.
   if (live_waiters_ == 0 && state_ == State::kFollowing) {
@@ -79,6 +86,7 @@ void Flight::OnCheckReply(Check why, const Status& status, const Reply& reply) {
         status.ok() ? Status(Code::kUnavailable, "unexpected reply: " + reply.str) : status;
     return OnCheckFailed(why, why_failed);
   }
+  ++group_.mutable_stats().checks;
   long long answer = reply.elements[0].integer;
   if (answer == kGetOrLockHit && reply.elements.size() >= 2) {
     bool fallback = why == Check::kFallback || why == Check::kAfterMalformed;
@@ -288,10 +296,8 @@ void Flight::Publish(bool ok, const std::string& bytes, const std::string& error
   envelope.produced_at_ms = WallMs();
   const Options& options = group_.options();
   uint32_t store_ttl = ok ? options.result_ttl_ms : options.error_ttl_ms;
-  group_.link()->RunScript(
-      ScriptId::kComplete, {names_.result, names_.lock},
-      {token_, EncodeEnvelope(envelope), std::to_string(store_ttl), names_.channel},
-      [](const Status&, const Reply&) {});
+  group_.RunCompletion({names_.result, names_.lock}, {token_, EncodeEnvelope(envelope),
+                                                      std::to_string(store_ttl), names_.channel});
 }
 
 // --- the end ----------------------------------------------------------------------

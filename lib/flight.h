@@ -58,7 +58,8 @@ class Flight final : public std::enable_shared_from_this<Flight>, public Channel
   bool finished() const { return state_ == State::kFinished; }
 
   void AddWaiter(std::shared_ptr<Waiter> waiter);
-  size_t waiter_count() const { return waiters_.size(); }
+  // Callers still waiting (those that timed out or cancelled do not count).
+  size_t waiter_count() const { return live_waiters_; }
   // A waiter gave up (timeout or cancel); the flight goes on for the others.
   void WaiterLeft();
   void CancelWaiter(const std::shared_ptr<Waiter>& waiter);

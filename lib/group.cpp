@@ -208,10 +208,32 @@ Stats GroupImpl::stats() const {
   return copy;
 }
 
+void GroupImpl::RunCompletion(std::vector<std::string> keys, std::vector<std::string> args) {
+  PendingCompletion retry{keys, args, scheduler_->NowMs() + options_.lock_ttl_ms};
+  link_->RunScript(ScriptId::kComplete, std::move(keys), std::move(args),
+                   [this, retry = std::move(retry)](const Status& status, const Reply&) mutable {
+                     if (status.code() != Code::kUnavailable || closing_) return;
+                     if (scheduler_->NowMs() >= retry.give_up_at_ms) return;
+                     completions_to_retry_.push_back(std::move(retry));
+                   });
+}
+
+void GroupImpl::RetryCompletions() {
+  auto retries = std::move(completions_to_retry_);
+  completions_to_retry_.clear();
+  uint64_t now = scheduler_->NowMs();
+  for (auto& retry : retries) {
+    if (now >= retry.give_up_at_ms) continue;
+    ++stats_.completion_retries;
+    RunCompletion(std::move(retry.keys), std::move(retry.args));
+  }
+}
+
 void GroupImpl::OnLinkState(bool up) {
   if (up) {
     if (ever_up_) ++stats_.reconnects;
     ever_up_ = true;
+    RetryCompletions();
   }
   auto waiting = std::move(waiting_for_link_);
   waiting_for_link_.clear();

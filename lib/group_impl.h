@@ -61,6 +61,13 @@ class GroupImpl {
                std::shared_ptr<const std::string> value, Source source);
   // Resolves one waiter that gives up (timeout, cancel).
   void ResolveOne(const std::shared_ptr<Waiter>& waiter, const Status& status);
+  // Runs the Complete script. If the connection drops before it answers, it
+  // is sent again once the link is back (while the lease it was for could
+  // still be live): a lost completion would otherwise leave followers
+  // waiting for the lock to lapse, and one of them would run the producer
+  // again. Complete is idempotent for the same token and envelope.
+  void RunCompletion(std::vector<std::string> keys, std::vector<std::string> args);
+
   // The link's command connection went up or down.
   void OnLinkState(bool up);
   // Redis work that Close must wait for (lock releases); bounded by the
@@ -80,6 +87,7 @@ class GroupImpl {
   // here would corrupt memory silently.
   void CheckThread() const;
   void ListenForInvalidations();
+  void RetryCompletions();
 
   // Forget in another process drops the key from our L1. After a
   // re-subscription the whole L1 is dropped: invalidations sent during the
@@ -107,6 +115,12 @@ class GroupImpl {
   // Flights dropped from the table by Forget that still answer their callers.
   std::unordered_map<Flight*, std::shared_ptr<Flight>> detached_;
   std::vector<std::shared_ptr<Flight>> waiting_for_link_;
+  struct PendingCompletion {
+    std::vector<std::string> keys;
+    std::vector<std::string> args;
+    uint64_t give_up_at_ms;
+  };
+  std::vector<PendingCompletion> completions_to_retry_;
   bool ever_up_ = false;
   bool closing_ = false;
   int close_work_ = 0;

@@ -256,8 +256,10 @@ TEST_F(DistributedTest, ProducerErrorFailsFollowersFast) {
   Call(leader, "k", work.Parked(), &led);
   ASSERT_TRUE(RunUntil(&loop_, [&] { return work.runs == 1; }));
   Call(follower, "k", work.Parked(), &followed);
-  // Wait until the follower listens: a probe message it must drop.
-  ASSERT_TRUE(PublishUntilReceived(internal::NameFlight("sf:", "k").channel, "probe"));
+  // Wait until the follower's re-check after subscribing has been answered:
+  // from then on it only listens, so the failure reaches it as a message (a
+  // re-check still in flight could find the lock released and lead instead).
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return follower.stats().checks >= 2; }));
   work.parked[0].Fail("upstream said no");
   ASSERT_TRUE(RunUntil(&loop_, [&] { return followed.size() == 1; }));
   EXPECT_EQ(followed[0].status.code(), Code::kProducerError);

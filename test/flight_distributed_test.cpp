@@ -56,6 +56,18 @@ class FakeLink final : public RedisLink {
     }
     ADD_FAILURE() << "no pending call of that script";
   }
+  // Fails the oldest unanswered call of `script` as a dropped connection would.
+  void Drop(ScriptId script) {
+    for (auto& call : calls) {
+      if (call.script == script && call.callback) {
+        auto callback = std::move(call.callback);
+        call.callback = nullptr;
+        callback(Status(Code::kUnavailable, "connection lost"), Reply{});
+        return;
+      }
+    }
+    ADD_FAILURE() << "no pending call of that script";
+  }
   int Count(ScriptId script) const {
     int n = 0;
     for (auto& call : calls) n += call.script == script;
@@ -328,6 +340,32 @@ TEST_F(FlightDistributedTest, ProducerErrorIsPublishedAndNotStored) {
       DecodeEnvelope(complete->args[1], DecodeLimits::ForMaxValue(1 << 20), &published).ok());
   EXPECT_FALSE(published.ok);
   EXPECT_EQ(published.error, "boom");
+}
+
+TEST_F(FlightDistributedTest, LostCompletionIsSentAgainOnReconnect) {
+  (void)DoKey("k");
+  link_->Answer(ScriptId::kGetOrLock, Acquired());
+  parked_[0]("v");
+  std::vector<std::string> first_args = link_->Last(ScriptId::kComplete)->args;
+  link_->Drop(ScriptId::kComplete);
+  EXPECT_EQ(link_->Count(ScriptId::kComplete), 1);  // nothing until the link is back
+  group_->OnLinkState(true);
+  ASSERT_EQ(link_->Count(ScriptId::kComplete), 2);
+  EXPECT_EQ(link_->Last(ScriptId::kComplete)->args, first_args);  // same token, same envelope
+  EXPECT_EQ(group_->stats().completion_retries, 1u);
+  link_->Answer(ScriptId::kComplete, Arr({Int(1), Int(0)}));
+  group_->OnLinkState(true);
+  EXPECT_EQ(link_->Count(ScriptId::kComplete), 2);  // answered: not sent again
+}
+
+TEST_F(FlightDistributedTest, LostCompletionIsNotRetriedOnceItsLeaseIsOver) {
+  (void)DoKey("k");
+  link_->Answer(ScriptId::kGetOrLock, Acquired());
+  parked_[0]("v");
+  link_->Drop(ScriptId::kComplete);
+  clock_->Advance(Options{}.lock_ttl_ms);  // a follower may lead by now
+  group_->OnLinkState(true);
+  EXPECT_EQ(link_->Count(ScriptId::kComplete), 1);
 }
 
 TEST_F(FlightDistributedTest, TooLargeValueTellsFollowersSo) {

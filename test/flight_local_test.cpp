@@ -261,6 +261,34 @@ TEST_F(FlightLocalTest, CapacityBoundsAnswerUnavailable) {
   EXPECT_EQ(results_.back().value(), "w");
 }
 
+TEST_F(FlightLocalTest, WaitersThatLeftDoNotCountTowardTheBound) {
+  Options options;
+  options.max_waiters_per_flight = 2;
+  TearDown();
+  Make(options);
+  (void)DoKey("a", Parked(), CallOptions{100});
+  (void)DoKey("a", Parked(), CallOptions{100});
+  clock().Advance(100);  // both left
+  for (int i = 0; i < 2; ++i) (void)DoKey("a", Parked());
+  EXPECT_EQ(group_->Do("a", Parked(), Record()).status().code(), Code::kUnavailable);
+  parked_[0]("v");
+  clock().RunPending();
+  ASSERT_EQ(results_.size(), 4u);
+  EXPECT_EQ(results_[2].value(), "v");
+  EXPECT_EQ(results_[3].value(), "v");
+}
+
+TEST_F(FlightLocalTest, ManyDepartedWaitersAreCompactedAndTheRestAnswered) {
+  for (int i = 0; i < 200; ++i) (void)DoKey("a", Parked(), CallOptions{100});
+  (void)DoKey("a", Parked(), CallOptions{5000});
+  clock().Advance(100);
+  EXPECT_EQ(results_.size(), 200u);
+  parked_[0]("v");
+  clock().RunPending();
+  ASSERT_EQ(results_.size(), 201u);
+  EXPECT_EQ(results_.back().value(), "v");
+}
+
 TEST_F(FlightLocalTest, ForgetDuringAFlightStartsANewOneAndSkipsL1) {
   (void)DoKey("k", Parked());
   group_->Forget("k");
