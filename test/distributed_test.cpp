@@ -15,6 +15,7 @@
 #include "key_naming.h"
 #include "singleflight/group.h"
 #include "support/child_process.h"
+#include "support/fleet_fixture.h"
 #include "support/loop_helpers.h"
 #include "support/redis_server.h"
 
@@ -24,89 +25,10 @@ namespace {
 using test::ChildProcess;
 using test::RedisServer;
 using test::RunUntil;
+using test::Work;
 
-// A producer finishing on a uv timer, or parked until the test releases it.
-class Work {
- public:
-  explicit Work(uv_loop_t* loop) : loop_(loop) {}
-
-  Producer After(uint64_t ms, std::string value) {
-    return [this, ms, value](const ProducerContext&, Done done) {
-      ++runs;
-      auto* t = new Timer{{}, std::move(done), value};
-      uv_timer_init(loop_, &t->timer);
-      t->timer.data = t;
-      uv_timer_start(
-          &t->timer,
-          [](uv_timer_t* h) {
-            auto* self = static_cast<Timer*>(h->data);
-            self->done(self->value);
-            uv_close(reinterpret_cast<uv_handle_t*>(h),
-                     [](uv_handle_t* c) { delete static_cast<Timer*>(c->data); });
-          },
-          ms, 0);
-    };
-  }
-  Producer Parked() {
-    return [this](const ProducerContext&, Done done) {
-      ++runs;
-      parked.push_back(std::move(done));
-    };
-  }
-
-  int runs = 0;
-  std::vector<Done> parked;
-
- private:
-  struct Timer {
-    uv_timer_t timer;
-    Done done;
-    std::string value;
-  };
-  uv_loop_t* loop_;
-};
-
-class DistributedTest : public ::testing::Test {
+class DistributedTest : public test::FleetTest {
  protected:
-  void SetUp() override {
-    ASSERT_TRUE(redis_.Start());
-    ASSERT_EQ(uv_loop_init(&loop_), 0);
-  }
-  void TearDown() override {
-    for (auto& group : groups_) group->Close();
-    EXPECT_TRUE(test::Drain(&loop_));
-    groups_.clear();
-    EXPECT_EQ(uv_loop_close(&loop_), 0);
-  }
-
-  Options BaseOptions() {
-    Options options;
-    options.redis.host = redis_.host();
-    options.redis.port = redis_.port();
-    options.lock_ttl_ms = 3000;
-    options.fallback_interval_ms = 200;
-    return options;
-  }
-  Group& NewGroup(Options options) {
-    groups_.push_back(std::make_unique<Group>(&loop_, std::move(options)));
-    return *groups_.back();
-  }
-  Group& NewGroup() { return NewGroup(BaseOptions()); }
-  // Callbacks and producers may still run in TearDown (a failed assertion
-  // returns early, then Close answers kClosed), so what they write to lives
-  // in the fixture, not on the test body's stack.
-  std::vector<Result>& NewResults() { return results_.emplace_back(); }
-  Work& NewWork() { return works_.emplace_back(&loop_); }
-
-  // Calls Do and records the result into `out`.
-  void Call(Group& group, const std::string& key, Producer producer, std::vector<Result>* out,
-            uint32_t timeout_ms = 20000) {
-    auto call = group.Do(
-        key, std::move(producer), [out](const Result& r) { out->push_back(r); },
-        CallOptions{timeout_ms});
-    ASSERT_TRUE(call.ok()) << call.status().ToString();
-  }
-
   // Publishes until someone receives it: the receiver count is how the test
   // learns that a follower's subscription is live.
   bool PublishUntilReceived(const std::string& channel, const std::string& payload) {
@@ -120,12 +42,6 @@ class DistributedTest : public ::testing::Test {
     internal::Reply r = redis_.Command({"GET", name});
     return r.is_nil() ? 0 : std::stoll(r.str);
   }
-
-  RedisServer redis_;
-  uv_loop_t loop_;
-  std::deque<std::vector<Result>> results_;
-  std::deque<Work> works_;
-  std::vector<std::unique_ptr<Group>> groups_;
 };
 
 // --- in-process groups, each with its own connections -------------------------
@@ -492,91 +408,65 @@ TEST_F(MultiProcessTest, WorkLongerThanTheLockStaysOneExecution) {
 
 // --- least privilege and tenancy ---------------------------------------------
 
-class AclTest : public ::testing::Test {
+class AclTest : public test::FleetTest {
  protected:
   // The README's ACL line: the library's prefix, its channels, nothing else.
   AclTest()
-      : redis_(RedisServer::Config{
+      : FleetTest(RedisServer::Config{
             "",
             {"--user", "sf", "on", ">sf-secret", "~sf:*", "&sf:*", "+@read", "+@write", "+@pubsub",
              "+@scripting", "+@connection", "-@dangerous"}}) {}
-  void SetUp() override {
-    ASSERT_TRUE(redis_.Start());
-    ASSERT_EQ(uv_loop_init(&loop_), 0);
-  }
-  void TearDown() override {
-    for (auto& group : groups_) group->Close();
-    EXPECT_TRUE(test::Drain(&loop_));
-    groups_.clear();
-    EXPECT_EQ(uv_loop_close(&loop_), 0);
-  }
-  Group& NewGroup(const std::string& user, const std::string& password,
-                  const std::string& prefix = "sf:") {
-    Options options;
-    options.redis.host = redis_.host();
-    options.redis.port = redis_.port();
+
+  Group& NewUserGroup(const std::string& user, const std::string& password,
+                      const std::string& prefix = "sf:") {
+    Options options = BaseOptions();
     options.redis.username = user;
     options.redis.password = password;
     options.key_prefix = prefix;
     options.when_redis_down = DegradedMode::kFailFast;
-    groups_.push_back(std::make_unique<Group>(&loop_, options));
-    return *groups_.back();
+    return NewGroup(options);
   }
-  Producer Value(std::string value, int* runs) {
-    return [value, runs](const ProducerContext&, Done done) {
-      ++*runs;
-      done(value);
-    };
-  }
-
-  RedisServer redis_;
-  uv_loop_t loop_;
-  std::deque<std::vector<Result>> results_;
-  std::vector<std::unique_ptr<Group>> groups_;
 };
 
 TEST_F(AclTest, RestrictedUserRunsAFullFlight) {
-  Group& a = NewGroup("sf", "sf-secret");
-  Group& b = NewGroup("sf", "sf-secret");
-  int runs = 0;
-  auto& results = results_.emplace_back();
-  auto record = [&](const Result& r) { results.push_back(r); };
-  ASSERT_TRUE(a.Do("k", Value("v", &runs), record).ok());
+  Group& a = NewUserGroup("sf", "sf-secret");
+  Group& b = NewUserGroup("sf", "sf-secret");
+  Work& work = NewWork();
+  auto& results = NewResults();
+  Call(a, "k", work.Now("v"), &results);
   ASSERT_TRUE(RunUntil(&loop_, [&] { return results.size() == 1; }));
-  ASSERT_TRUE(b.Do("k", Value("v", &runs), record).ok());
+  Call(b, "k", work.Now("v"), &results);
   ASSERT_TRUE(RunUntil(&loop_, [&] { return results.size() == 2; }));
   for (auto& r : results) EXPECT_TRUE(r.ok()) << r.status.ToString();
   EXPECT_EQ(results[1].source, Source::kRedisCache);  // went through Redis
-  EXPECT_EQ(runs, 1);
+  EXPECT_EQ(work.runs, 1);
   EXPECT_EQ(a.stats().redis_errors + b.stats().redis_errors, 0u);
 }
 
 TEST_F(AclTest, WrongPasswordIsAClearErrorNotAHang) {
-  Group& group = NewGroup("sf", "wrong");
-  int runs = 0;
-  auto& results = results_.emplace_back();
-  ASSERT_TRUE(
-      group.Do("k", Value("v", &runs), [&](const Result& r) { results.push_back(r); }).ok());
+  Group& group = NewUserGroup("sf", "wrong");
+  Work& work = NewWork();
+  auto& results = NewResults();
+  Call(group, "k", work.Now("v"), &results);
   ASSERT_TRUE(RunUntil(&loop_, [&] { return results.size() == 1; }));
   EXPECT_EQ(results[0].status.code(), Code::kUnavailable);
   EXPECT_NE(results[0].status.message().find("WRONGPASS"), std::string::npos)
       << results[0].status.message();
-  EXPECT_EQ(runs, 0);
+  EXPECT_EQ(work.runs, 0);
 }
 
 TEST_F(AclTest, PrefixOutsideTheUsersKeysIsAClearError) {
   // The user may only touch sf:*; a group with another prefix is refused by
   // Redis on every script, which the caller sees as a clear status.
-  Group& group = NewGroup("sf", "sf-secret", "other:");
-  int runs = 0;
-  auto& results = results_.emplace_back();
-  ASSERT_TRUE(
-      group.Do("k", Value("v", &runs), [&](const Result& r) { results.push_back(r); }).ok());
+  Group& group = NewUserGroup("sf", "sf-secret", "other:");
+  Work& work = NewWork();
+  auto& results = NewResults();
+  Call(group, "k", work.Now("v"), &results);
   ASSERT_TRUE(RunUntil(&loop_, [&] { return results.size() == 1; }));
   EXPECT_EQ(results[0].status.code(), Code::kUnavailable);
   EXPECT_NE(results[0].status.message().find("NOPERM"), std::string::npos)
       << results[0].status.message();
-  EXPECT_EQ(runs, 0);
+  EXPECT_EQ(work.runs, 0);
 }
 
 TEST_F(DistributedTest, GroupsWithDifferentPrefixesNeverMeet) {

@@ -22,6 +22,7 @@
 #include "group_impl.h"
 #include "key_naming.h"
 #include "singleflight/group.h"
+#include "support/fleet_fixture.h"
 #include "support/loop_helpers.h"
 #include "support/manual_scheduler.h"
 #include "support/redis_server.h"
@@ -120,31 +121,12 @@ TEST(LimitsLocal, ForgetDoesNotLetFlightsPastMaxInflightKeys) {
 
 // --- against a real redis-server -------------------------------------------------
 
-class LimitsTest : public ::testing::Test {
+class LimitsTest : public test::FleetTest {
  protected:
-  void SetUp() override {
-    ASSERT_TRUE(redis_.Start());
-    ASSERT_EQ(uv_loop_init(&loop_), 0);
-  }
-  void TearDown() override {
-    for (auto& group : groups_) group->Close();
-    EXPECT_TRUE(test::Drain(&loop_));
-    groups_.clear();
-    EXPECT_EQ(uv_loop_close(&loop_), 0);
-  }
-
   Options BaseOptions() {
-    Options options;
-    options.redis.host = redis_.host();
-    options.redis.port = redis_.port();
-    options.lock_ttl_ms = 3000;
-    options.fallback_interval_ms = 200;
+    Options options = FleetTest::BaseOptions();
     options.when_redis_down = DegradedMode::kFailFast;  // a limit, never an outage, is tested
     return options;
-  }
-  Group& NewGroup(Options options) {
-    groups_.push_back(std::make_unique<Group>(&loop_, std::move(options)));
-    return *groups_.back();
   }
   // Runs the loop until every group has connected (their first check then
   // goes through Redis, not the not-yet-settled path).
@@ -171,37 +153,17 @@ class LimitsTest : public ::testing::Test {
     ASSERT_TRUE(call.ok()) << call.status().ToString();
   }
   // `leader` leads `key` with a parked producer and `follower` follows it:
-  // subscribed, and its re-check after subscribing answered. (Without the
-  // settle, a re-check still in flight when the test completes the flight
-  // finds the lock free and makes the follower lead instead.)
+  // subscribed, and its re-check after subscribing answered (a re-check
+  // still in flight when the test completes the flight could find the lock
+  // free and make the follower lead instead).
   void LeadAndFollow(Group& leader, Group& follower, const std::string& key) {
     Start(leader, key, Parked());
     ASSERT_TRUE(RunUntil(&loop_, [&] { return runs_ == 1; }));
+    uint64_t checks = follower.stats().checks;
     Start(follower, key, Parked());
-    std::string channel = internal::NameFlight("sf:", key).channel;
-    ASSERT_TRUE(RunUntil(&loop_, [&] {
-      uv_run(&loop_, UV_RUN_NOWAIT);
-      internal::Reply r = redis_.Command({"PUBSUB", "NUMSUB", channel});
-      return r.elements.size() == 2 && r.elements[1].integer >= 1;
-    }));
-    Settle();
-  }
-  // Lets replies already on their way arrive (loopback: well under 100 ms).
-  void Settle() {
-    uv_timer_t timer;
-    uv_timer_init(&loop_, &timer);
-    bool fired = false;
-    timer.data = &fired;
-    uv_timer_start(
-        &timer, [](uv_timer_t* t) { *static_cast<bool*>(t->data) = true; }, 100, 0);
-    RunUntil(&loop_, [&] { return fired; });
-    uv_close(reinterpret_cast<uv_handle_t*>(&timer), nullptr);
-    uv_run(&loop_, UV_RUN_NOWAIT);
+    ASSERT_TRUE(RunUntil(&loop_, [&] { return follower.stats().checks >= checks + 2; }));
   }
 
-  test::RedisServer redis_;
-  uv_loop_t loop_;
-  std::vector<std::unique_ptr<Group>> groups_;
   int runs_ = 0;
   std::vector<Done> parked_;
   std::deque<Result> results_;

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "support/fleet_fixture.h"
 #include "support/loop_helpers.h"
 #include "support/redis_server.h"
 
@@ -182,34 +183,13 @@ TEST_F(TypedLocalTest, RejectedCallNeverCallsBack) {
 
 // --- against a real redis-server ---------------------------------------------
 
-class TypedRedisTest : public ::testing::Test {
+class TypedRedisTest : public test::FleetTest {
  protected:
-  void SetUp() override {
-    ASSERT_TRUE(redis_.Start());
-    ASSERT_EQ(uv_loop_init(&loop_), 0);
-  }
-  void TearDown() override {
-    for (auto& group : groups_) group->Close();
-    EXPECT_TRUE(test::Drain(&loop_));
-    groups_.clear();
-    EXPECT_EQ(uv_loop_close(&loop_), 0);
-  }
-  Group& NewGroup() {
-    Options options;
-    options.redis.host = redis_.host();
-    options.redis.port = redis_.port();
-    options.fallback_interval_ms = 200;
-    groups_.push_back(std::make_unique<Group>(&loop_, options));
-    return *groups_.back();
-  }
   long long NumSub(const std::string& channel) {
     internal::Reply r = redis_.Command({"PUBSUB", "NUMSUB", channel});
     return r.elements.size() == 2 ? r.elements[1].integer : -1;
   }
 
-  test::RedisServer redis_;
-  uv_loop_t loop_;
-  std::vector<std::unique_ptr<Group>> groups_;
   // Written by callbacks that may still run in TearDown's Close.
   std::vector<TypedResult<User>> led_, followed_;
   std::vector<TypedDone<User>> parked_;
