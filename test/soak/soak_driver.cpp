@@ -213,8 +213,9 @@ struct Execution {
   std::optional<uint64_t> end_ms;
   std::string key;
   std::string behaviour;
-  bool degraded = false;  // ran local-only: stored and published nothing
-  std::string outcome;    // ok | fail | empty: no end line
+  bool degraded = false;                     // ran local-only: stored and published nothing
+  std::string outcome;                       // ok | fail | empty: no end line
+  std::optional<uint64_t> worker_closed_ms;  // its worker closed its group (released leases)
 };
 
 std::vector<Execution> ReadExecutions(const std::string& path) {
@@ -235,6 +236,10 @@ std::vector<Execution> ReadExecutions(const std::string& path) {
     } else if (what == "end" && by_seq.count(e.seq)) {
       by_seq[e.seq].end_ms = ms;
       by_seq[e.seq].outcome = detail;
+    } else if (what == "close") {
+      for (auto& [seq, run] : by_seq) {
+        if (!run.end_ms) run.worker_closed_ms = ms;
+      }
     }
   }
   std::vector<Execution> out;
@@ -317,6 +322,9 @@ class Analyzer {
   // Which fault, if any, lets `second` start while `first` still covers the
   // key.
   std::string Explain(const Execution& first, const Execution& second) const {
+    // A worker that closes its group at the end of the run releases the lease
+    // of a production still running, so another worker may take the key over.
+    if (first.worker_closed_ms && *first.worker_closed_ms <= second.start_ms) return "shutdown";
     for (const Event& ev : events_) {
       if (ev.kind == "kill_leader" && ev.pid == first.pid && ev.at_ms >= first.start_ms &&
           ev.at_ms <= second.start_ms) {

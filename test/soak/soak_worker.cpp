@@ -359,6 +359,9 @@ class Worker {
     // Work still timed: close it (its done would be ignored after Close).
     std::vector<Work*> left(works_.begin(), works_.end());
     for (Work* work : left) CloseWork(work);
+    // Close releases the leases this worker still holds, so another worker
+    // may take over a key it was producing: the driver needs to know when.
+    LogExec("close", 0, "-", "-");
     group_->Close([this] {
       if (log_fd_ >= 0) close(log_fd_);
     });
