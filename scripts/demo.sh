@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the project (default preset) and runs the multi-worker demo
-# (build/examples/sf_demo) against Redis.
+# (build/examples/sf_demo) against Redis, then the HTTP demo: fetch_service
+# with 4 workers and two bursts from build/examples/load (scripts/lib/fetch_demo.sh).
 #
 # Usage: scripts/demo.sh [extra sf_demo args...]
 # Env:   SINGLEFLIGHT_REDIS=host:port uses that server; otherwise a private
@@ -12,6 +13,8 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 # shellcheck source=lib/redis.sh
 source "$repo/scripts/lib/redis.sh"
+# shellcheck source=lib/fetch_demo.sh
+source "$repo/scripts/lib/fetch_demo.sh"
 
 if [[ "${SF_SKIP_DEPS:-0}" != 1 ]]; then
   ./scripts/deps.sh
@@ -25,7 +28,7 @@ if [[ ! -x "$demo" ]]; then
   exit 1
 fi
 
-trap sf_redis_stop EXIT
+trap 'sf_fetch_demo_stop; sf_redis_stop' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -40,4 +43,8 @@ export SINGLEFLIGHT_REDIS
 # Not exec: the EXIT trap must still stop the server afterwards.
 status=0
 "$demo" --redis "$SINGLEFLIGHT_REDIS" "$@" || status=$?
+# The HTTP phase runs even when sf_demo failed; either failing fails the demo.
+http_status=0
+sf_fetch_demo "$repo/build" "$SINGLEFLIGHT_REDIS" || http_status=$?
+if ((status == 0)); then status=$http_status; fi
 exit "$status"
