@@ -194,12 +194,24 @@ void GroupImpl::Forget(std::string_view key) {
     flights_.erase(found);
     detached_.emplace(flight.get(), flight);
   }
-  if (link_) {
-    FlightKeys names = NameFlight(options_.key_prefix, key);
-    link_->RunScript(ScriptId::kForget, {names.result},
-                     {InvalidationChannel(options_.key_prefix), std::string(key)},
-                     [](const Status&, const Reply&) {});
-  }
+  if (link_) ForgetInRedis(std::string(key));
+}
+
+// A Forget must not vanish because Redis is not reachable right now: before
+// the first connect, or after a dropped connection, it waits for the link
+// (bounded, so an outage cannot grow it without limit).
+void GroupImpl::ForgetInRedis(std::string key) {
+  if (!link_->settled()) return QueueForget(std::move(key));
+  FlightKeys names = NameFlight(options_.key_prefix, key);
+  link_->RunScript(ScriptId::kForget, {names.result},
+                   {InvalidationChannel(options_.key_prefix), key},
+                   [this, key](const Status& status, const Reply&) {
+                     if (status.code() == Code::kUnavailable && !closing_) QueueForget(key);
+                   });
+}
+
+void GroupImpl::QueueForget(std::string key) {
+  if (forgets_to_retry_.size() < kMaxQueuedForgets) forgets_to_retry_.push_back(std::move(key));
 }
 
 Stats GroupImpl::stats() const {
@@ -234,6 +246,9 @@ void GroupImpl::OnLinkState(bool up) {
     if (ever_up_) ++stats_.reconnects;
     ever_up_ = true;
     RetryCompletions();
+    auto forgets = std::move(forgets_to_retry_);
+    forgets_to_retry_.clear();
+    for (auto& key : forgets) ForgetInRedis(std::move(key));
   }
   auto waiting = std::move(waiting_for_link_);
   waiting_for_link_.clear();

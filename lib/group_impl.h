@@ -88,6 +88,9 @@ class GroupImpl {
   void CheckThread() const;
   void ListenForInvalidations();
   void RetryCompletions();
+  void ForgetInRedis(std::string key);
+  void QueueForget(std::string key);
+  static constexpr size_t kMaxQueuedForgets = 10000;
 
   // Forget in another process drops the key from our L1. After a
   // re-subscription the whole L1 is dropped: invalidations sent during the
@@ -121,6 +124,7 @@ class GroupImpl {
     uint64_t give_up_at_ms;
   };
   std::vector<PendingCompletion> completions_to_retry_;
+  std::vector<std::string> forgets_to_retry_;  // Forgets waiting for the link
   bool ever_up_ = false;
   bool closing_ = false;
   int close_work_ = 0;

@@ -397,6 +397,48 @@ TEST_F(MultiProcessTest, LeaderKilledMidWorkIsTakenOver) {
   EXPECT_EQ(Counter("sf:exec:key-0"), 2);  // the killed one, and the takeover
 }
 
+TEST_F(MultiProcessTest, ForgetInOneProcessReachesAnotherProcesssL1) {
+  // Process B caches key-0 in its L1 for a minute; this process Forgets the
+  // key; B's next call must run the producer again, not answer from L1.
+  ChildProcess b;
+  ASSERT_TRUE(
+      b.Spawn(SF_HELPER_sf_worker, {"--redis", redis_.host() + ":" + std::to_string(redis_.port()),
+                                    "--rounds", "2", "--l1-ttl-ms", "60000", "--work-ms", "1"}));
+  std::string line;
+  ASSERT_TRUE(b.ReadLine(&line, 10000));
+  ASSERT_EQ(line, "ready");
+  ASSERT_TRUE(b.WriteLine("go"));
+  ASSERT_TRUE(b.ReadLine(&line, 20000));
+  std::vector<std::string> first = test::SplitWords(line);
+  ASSERT_EQ(first.size(), 6u) << line;
+  EXPECT_EQ(first[3], "ok");
+  ASSERT_TRUE(b.ReadLine(&line, 20000));
+  ASSERT_EQ(line, "round 1 done");
+
+  Group& a = NewGroup();
+  a.Forget("key-0");
+  // Wait for B to report that the broadcast reached it, running our loop so
+  // the Forget goes out (it waits for our first connect).
+  bool invalidated = false;
+  ASSERT_TRUE(RunUntil(&loop_, [&] {
+    uv_run(&loop_, UV_RUN_NOWAIT);
+    if (b.ReadLine(&line, 5)) invalidated = line.rfind("invalidated ", 0) == 0;
+    return invalidated;
+  }));
+  ASSERT_TRUE(b.WriteLine("go"));
+  ASSERT_TRUE(b.ReadLine(&line, 20000));
+  std::vector<std::string> second = test::SplitWords(line);
+  ASSERT_EQ(second.size(), 6u) << line;
+  EXPECT_EQ(second[3], "ok");
+  EXPECT_NE(second[4], "l1");      // not the stale L1 entry
+  EXPECT_NE(second[5], first[5]);  // a new execution's value
+  EXPECT_EQ(Counter("sf:exec:key-0"), 2);
+  std::vector<std::string> rest;
+  EXPECT_TRUE(b.ReadAll(&rest, 20000));
+  int status = b.Wait();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 TEST_F(MultiProcessTest, WorkLongerThanTheLockStaysOneExecution) {
   auto outputs = RunWorkers(3, {"--callers", "3", "--work-ms", "450", "--lock-ttl-ms", "300"});
   for (auto& out : outputs) {

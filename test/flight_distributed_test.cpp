@@ -459,6 +459,19 @@ TEST_F(FlightDistributedTest, InvalidationDropsTheKeyFromL1) {
   EXPECT_EQ(link_->Count(ScriptId::kGetOrLock), 2);  // not an L1 hit any more
 }
 
+TEST_F(FlightDistributedTest, ForgetWaitsForTheLinkAndSurvivesADrop) {
+  link_->settled_ = false;
+  group_->Forget("k");
+  EXPECT_EQ(link_->Count(ScriptId::kForget), 0);
+  link_->settled_ = true;
+  group_->OnLinkState(true);
+  ASSERT_EQ(link_->Count(ScriptId::kForget), 1);
+  link_->Drop(ScriptId::kForget);
+  group_->OnLinkState(true);
+  EXPECT_EQ(link_->Count(ScriptId::kForget), 2);
+  EXPECT_EQ(link_->Last(ScriptId::kForget)->args[1], "k");
+}
+
 TEST_F(FlightDistributedTest, ForgetDeletesAndBroadcasts) {
   group_->Forget("k");
   const ScriptCall* forget = link_->Last(ScriptId::kForget);

@@ -5,11 +5,16 @@
 //
 //   sf_worker --redis HOST:PORT [--callers C] [--keys K] [--work-ms W]
 //             [--lock-ttl-ms L] [--fallback-ms F] [--timeout-ms T]
-//             [--fail] [--crash] [--prefix P]
+//             [--fail] [--crash] [--prefix P] [--rounds R] [--l1-ttl-ms T]
 //
 // The producer INCRs "<prefix>exec:<key>" first, so executions are counted in
 // Redis even if this process is then SIGKILLed (--crash kills the process
 // that runs the first execution of a key, halfway through its work).
+//
+// With --rounds R it runs R rounds of callers, each after its own "go" line,
+// printing "round <r> done" between them, and "invalidated <n>" whenever a
+// Forget from another process reaches it (so a test can wait for that event).
+// Values are "v:<key>:<pid>:<execution>", so a re-execution is visible.
 //
 // Output: "result <i> <key> <code> <source> <value-or-message>" per caller,
 // then "stats leads=N takeovers=N pubsub=N fallback=N malformed=N".
@@ -20,6 +25,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <string>
 
 #include "singleflight/group.h"
@@ -38,6 +44,8 @@ struct Config {
   bool fail = false;
   bool crash = false;
   std::string prefix = "sf:";
+  int rounds = 1;
+  uint32_t l1_ttl_ms = 1000;
 };
 
 Config Parse(int argc, char** argv) {
@@ -61,6 +69,10 @@ Config Parse(int argc, char** argv) {
       c.fallback_ms = std::atoi(next().c_str());
     } else if (a == "--timeout-ms") {
       c.timeout_ms = std::atoi(next().c_str());
+    } else if (a == "--rounds") {
+      c.rounds = std::atoi(next().c_str());
+    } else if (a == "--l1-ttl-ms") {
+      c.l1_ttl_ms = std::atoi(next().c_str());
     } else if (a == "--prefix") {
       c.prefix = next();
     } else if (a == "--fail") {
@@ -88,12 +100,36 @@ class Worker {
     options.key_prefix = config_.prefix;
     options.lock_ttl_ms = config_.lock_ttl_ms;
     options.fallback_interval_ms = config_.fallback_ms;
+    options.l1_ttl_ms = config_.l1_ttl_ms;
+    options.result_ttl_ms = std::max(options.result_ttl_ms, config_.l1_ttl_ms);
     group_ = std::make_unique<singleflight::Group>(loop, options);
     counter_ = redisConnect(config_.host.c_str(), config_.port);
   }
 
+  // One "go" line: the next round of callers.
+  void Go() {
+    if (closing_ || round_ >= config_.rounds || finished_ < round_ * config_.callers) return;
+    ++round_;
+    Start();
+  }
+
+  // Reports Forget broadcasts from other processes as they arrive; runs
+  // after each loop iteration's I/O, so no polling interval is involved.
+  void WatchInvalidations() {
+    uv_check_init(loop_, &check_);
+    check_.data = this;
+    uv_check_start(&check_, [](uv_check_t* handle) {
+      auto* self = static_cast<Worker*>(handle->data);
+      uint64_t seen = self->group_->stats().invalidations;
+      if (seen == self->invalidations_) return;
+      self->invalidations_ = seen;
+      std::printf("invalidated %llu\n", static_cast<unsigned long long>(seen));
+    });
+    uv_unref(reinterpret_cast<uv_handle_t*>(&check_));
+  }
+
   void Start() {
-    for (int i = 0; i < config_.callers; ++i) {
+    for (int i = (round_ - 1) * config_.callers; i < round_ * config_.callers; ++i) {
       std::string key = "key-" + std::to_string(i % config_.keys);
       singleflight::Call call = group_->Do(
           key,
@@ -111,8 +147,12 @@ class Worker {
     MaybeFinish();
   }
 
+  std::function<void()> on_done;  // the last round is answered
+
   void Quit() {
+    if (closing_) return;
     closing_ = true;
+    uv_close(reinterpret_cast<uv_handle_t*>(&check_), nullptr);
     group_->Close([this] { redisFree(counter_); });
   }
 
@@ -123,7 +163,10 @@ class Worker {
     long long execution = reply && reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1;
     freeReplyObject(reply);
     auto* work =
-        new Work{{}, std::move(done), "v:" + key + ":" + std::to_string(getpid()), config_.fail};
+        new Work{{},
+                 std::move(done),
+                 "v:" + key + ":" + std::to_string(getpid()) + ":" + std::to_string(execution),
+                 config_.fail};
     uv_timer_init(loop_, &work->timer);
     work->timer.data = work;
     if (config_.crash && execution == 1) {
@@ -156,8 +199,14 @@ class Worker {
   }
 
   void MaybeFinish() {
-    if (finished_ != config_.callers || closing_) return;
+    if (finished_ != round_ * config_.callers || closing_) return;
+    if (round_ < config_.rounds) {
+      std::printf("round %d done\n", round_);
+      return;  // the next "go" starts the next round
+    }
     closing_ = true;
+    uv_close(reinterpret_cast<uv_handle_t*>(&check_), nullptr);
+    if (on_done) on_done();
     singleflight::Stats s = group_->stats();
     std::printf("stats leads=%llu takeovers=%llu pubsub=%llu fallback=%llu malformed=%llu\n",
                 (unsigned long long)s.leads, (unsigned long long)s.takeovers,
@@ -172,13 +221,17 @@ class Worker {
   std::unique_ptr<singleflight::Group> group_;
   redisContext* counter_;
   int finished_ = 0;
+  int round_ = 0;
   bool closing_ = false;
+  uv_check_t check_;
+  uint64_t invalidations_ = 0;
 };
 
+// Reads "go" lines from the test without blocking the loop, so the group
+// connects meanwhile; EOF before the last round means the test went away.
 struct StdinGate {
   uv_pipe_t pipe;
   Worker* worker;
-  bool started = false;
 };
 
 }  // namespace
@@ -188,27 +241,34 @@ int main(int argc, char** argv) {
   Config config = Parse(argc, argv);
   uv_loop_t* loop = uv_default_loop();
   Worker worker(loop, config);
-  // Wait for "go" without blocking the loop, so the group connects meanwhile.
+  worker.WatchInvalidations();
   StdinGate gate;
   gate.worker = &worker;
   uv_pipe_init(loop, &gate.pipe, 0);
   uv_pipe_open(&gate.pipe, 0);
   gate.pipe.data = &gate;
+  uv_unref(reinterpret_cast<uv_handle_t*>(&gate.pipe));  // the group keeps the loop alive
+  worker.on_done = [&gate] {
+    auto* handle = reinterpret_cast<uv_handle_t*>(&gate.pipe);
+    if (!uv_is_closing(handle)) uv_close(handle, nullptr);
+  };
   uv_read_start(
       reinterpret_cast<uv_stream_t*>(&gate.pipe),
       [](uv_handle_t*, size_t, uv_buf_t* buf) {
         static char storage[256];
         *buf = uv_buf_init(storage, sizeof storage);
       },
-      [](uv_stream_t* stream, ssize_t n, const uv_buf_t*) {
+      [](uv_stream_t* stream, ssize_t n, const uv_buf_t* buf) {
         auto* g = static_cast<StdinGate*>(stream->data);
-        if (g->started) return;
-        g->started = true;
-        uv_close(reinterpret_cast<uv_handle_t*>(stream), nullptr);
-        if (n > 0) {
-          g->worker->Start();
-        } else {
-          g->worker->Quit();  // the test went away before "go"
+        if (n < 0) {
+          if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(stream))) {
+            uv_close(reinterpret_cast<uv_handle_t*>(stream), nullptr);
+          }
+          g->worker->Quit();
+          return;
+        }
+        for (ssize_t i = 0; i < n; ++i) {
+          if (buf->base[i] == '\n') g->worker->Go();
         }
       });
   std::printf("ready\n");
