@@ -12,7 +12,9 @@ namespace singleflight::internal {
 namespace {
 
 uint64_t WallMs() {
-  using namespace std::chrono;
+  using std::chrono::duration_cast;
+  using std::chrono::milliseconds;
+  using std::chrono::system_clock;
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
 }
 
@@ -314,7 +316,7 @@ void Flight::Abort(const Status& why) {
   Finish(why, nullptr, Source::kNone, 0);
 }
 
-void Flight::Finish(Status status, std::shared_ptr<const std::string> value, Source source,
+void Flight::Finish(const Status& status, std::shared_ptr<const std::string> value, Source source,
                     uint64_t l1_ttl_ms) {
   if (finished()) return;
   state_ = State::kFinished;

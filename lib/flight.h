@@ -94,7 +94,7 @@ class Flight final : public std::enable_shared_from_this<Flight>, public Channel
   void Publish(bool ok, const std::string& bytes, const std::string& error_code);
   void RecheckAfterMalformed();
   void FinishFromEnvelope(std::string_view bytes, Source source, bool from_message);
-  void Finish(Status status, std::shared_ptr<const std::string> value, Source source,
+  void Finish(const Status& status, std::shared_ptr<const std::string> value, Source source,
               uint64_t l1_ttl_ms);
   void StopListening();
   void StopTimers();

@@ -87,7 +87,7 @@ struct ResolveRequest {
 
 class Connection final : public RedisConnection {
  public:
-  Connection(uv_loop_t* loop, const RedisOptions& options, Mode mode, Handlers handlers);
+  Connection(uv_loop_t* loop, RedisOptions options, Mode mode, Handlers handlers);
 
   void Start();
   bool connected() const override { return state_ == State::kReady; }
@@ -164,9 +164,9 @@ class Connection final : public RedisConnection {
   int open_handles_ = 0;  // our three handles plus a live adapter's poll handle
 };
 
-Connection::Connection(uv_loop_t* loop, const RedisOptions& options, Mode mode, Handlers handlers)
+Connection::Connection(uv_loop_t* loop, RedisOptions options, Mode mode, Handlers handlers)
     : loop_(loop),
-      options_(options),
+      options_(std::move(options)),
       mode_(mode),
       handlers_(std::move(handlers)),
       random_(std::random_device{}()) {

@@ -174,7 +174,9 @@ void Subscriber::OnConfirmed(const ChannelPtr& channel, bool subscribed) {
 
 // Listeners may add or remove listeners (themselves included) while we call
 // them: iterate a snapshot and skip whoever left meanwhile.
-void Subscriber::NotifySubscribed(const ChannelPtr& channel) {
+// Not const: listeners re-enter and change the table.
+void Subscriber::NotifySubscribed(  // NOLINT(readability-make-member-function-const)
+    const ChannelPtr& channel) {
   std::vector<Listener*> snapshot(channel->listeners.begin(), channel->listeners.end());
   for (Listener* listener : snapshot) {
     if (closed_ || !channel->confirmed) return;
@@ -182,7 +184,8 @@ void Subscriber::NotifySubscribed(const ChannelPtr& channel) {
   }
 }
 
-void Subscriber::Deliver(const ChannelPtr& channel, std::string_view payload) {
+void Subscriber::Deliver(  // NOLINT(readability-make-member-function-const)
+    const ChannelPtr& channel, std::string_view payload) {
   std::vector<Listener*> snapshot(channel->listeners.begin(), channel->listeners.end());
   for (Listener* listener : snapshot) {
     if (closed_) return;

@@ -65,11 +65,11 @@ class Subscriber {
   // Adds a listener (a listener is added at most once per channel). The
   // first listener of a channel sends SUBSCRIBE; a listener added to an
   // already-confirmed channel gets OnSubscribed from the loop, later.
-  void Add(const std::string& channel, Listener* listener);
+  void Add(const std::string& name, Listener* listener);
   // Removes it; when the last listener leaves, sends exactly one UNSUBSCRIBE.
   // After Remove returns, that listener is never called again for the
   // channel. Removing a listener that is not there does nothing.
-  void Remove(const std::string& channel, Listener* listener);
+  void Remove(const std::string& name, Listener* listener);
 
   bool connected() const;
 

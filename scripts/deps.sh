@@ -10,6 +10,7 @@
 # `deps.sh --fuzz` adds clang and its runtime (libFuzzer, sanitizers) for
 # scripts/fuzz.sh only: building and testing (scripts/test.sh, CI's test job)
 # use g++ and need neither, so a plain run does not pull a second compiler in.
+# `deps.sh --lint` adds clang-format and clang-tidy for scripts/lint.sh.
 #
 # redis-server is installed for its binary only. Tests and scripts start
 # private servers on random loopback ports and never use a system service on
@@ -24,9 +25,10 @@ packages=(
   libhttp-parser-dev
   valgrind
 )
-if [[ "${1:-}" == --fuzz ]]; then
-  packages+=(clang libclang-rt-14-dev)
-fi
+case "${1:-}" in
+  --fuzz) packages+=(clang libclang-rt-14-dev) ;;
+  --lint) packages+=(clang-format clang-tidy) ;;
+esac
 
 # One line per installed architecture of the package; any "installed" will do.
 installed() {

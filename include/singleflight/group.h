@@ -94,7 +94,7 @@ class Group {
  public:
   // The group does not take ownership of the loop. Options are validated on
   // first use; a bad option makes every Do return kInvalidArgument.
-  Group(uv_loop_t* loop, Options options = {});
+  explicit Group(uv_loop_t* loop, Options options = {});
   ~Group();
 
   Group(const Group&) = delete;
