@@ -92,8 +92,11 @@ class Call {
 
 class Group {
  public:
-  // The group does not take ownership of the loop. Options are validated on
-  // first use; a bad option makes every Do return kInvalidArgument.
+  // The group does not take ownership of the loop. Options are validated
+  // here; with a bad option every Do returns kInvalidArgument saying which.
+  // With Options::redis set, connecting starts at once (off the loop thread
+  // for name resolution); calls made before the first attempt settles wait
+  // for it rather than degrade.
   explicit Group(uv_loop_t* loop, Options options = {});
   ~Group();
 
@@ -108,14 +111,17 @@ class Group {
   // Drops the key everywhere: this process's L1, the Redis result, and (by a
   // broadcast) the L1 of every other process. A flight already running for
   // the key still answers its own callers, but later calls start a new one.
+  // While Redis is unreachable the Redis part waits for the connection.
   void Forget(std::string_view key);
 
   Stats stats() const;
 
   // Fails pending calls with kClosed (their callbacks run before `done`),
-  // closes every handle, then calls `done` from the loop. Safe to call from
-  // inside a callback; a second Close only adds nothing (its `done` is called
-  // too). After Close, Do returns kClosed.
+  // releases the locks this process holds (so another process can take over
+  // at once), closes every handle, then calls `done` from the loop. Safe to
+  // call from inside a callback. A second Close changes nothing but its
+  // `done` is called too (at once if the first Close has already finished).
+  // After Close, Do returns kClosed and Done calls are ignored.
   void Close(std::function<void()> done = nullptr);
 
  private:
