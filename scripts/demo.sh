@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the project (default preset) and runs the multi-worker demo
 # (build/examples/sf_demo) against Redis, then the HTTP demo: fetch_service
-# with 4 workers and two bursts from build/examples/load (scripts/lib/fetch_demo.sh).
+# with 4 workers and three bursts from build/examples/load (scripts/lib/fetch_demo.sh).
 #
 # Usage: scripts/demo.sh [extra sf_demo args...]
 # Env:   SINGLEFLIGHT_REDIS=host:port uses that server; otherwise a private

@@ -4,12 +4,15 @@
 //
 //   fetch_service [--listen HOST:PORT=127.0.0.1:8080] [--redis HOST:PORT]
 //                 [--workers N=1] [--upstream-ms 200] [--result-ttl-ms 10000]
-//                 [--prefix sf:fetch:]
+//                 [--lock-ttl-ms 10000] [--prefix sf:fetch:] [--keep-going]
 //
 // With --workers N > 1 this process is a supervisor: it spawns N copies of
 // itself that listen on one port with SO_REUSEPORT (the kernel spreads
 // connections between them), prints "listening HOST:PORT" once all of them
 // do, forwards SIGINT/SIGTERM to them, and exits 0 when all exited 0.
+// A worker that dies on its own stops the whole service, unless --keep-going:
+// then the others keep serving (nothing is respawned) and a worker's death
+// before the stop is logged, not counted as a failure.
 #include <signal.h>
 #include <sys/prctl.h>
 #include <unistd.h>
@@ -28,7 +31,8 @@ namespace {
 struct Flags {
   fetch::ServiceConfig service;
   int workers = 1;
-  bool is_worker = false;  // spawned by a supervisor
+  bool is_worker = false;   // spawned by a supervisor
+  bool keep_going = false;  // the supervisor tolerates a worker dying
 };
 
 bool Parse(int argc, char** argv, Flags* f) {
@@ -37,6 +41,10 @@ bool Parse(int argc, char** argv, Flags* f) {
     if (flag == "--worker") {
       f->is_worker = true;
       f->service.reuseport = true;
+      continue;
+    }
+    if (flag == "--keep-going") {
+      f->keep_going = true;
       continue;
     }
     if (i + 1 >= argc) return false;
@@ -53,6 +61,8 @@ bool Parse(int argc, char** argv, Flags* f) {
       s.upstream_ms = static_cast<uint32_t>(n);
     } else if (flag == "--result-ttl-ms" && examples::ParseInt(value, 1, 86400000, &n)) {
       s.result_ttl_ms = static_cast<uint32_t>(n);
+    } else if (flag == "--lock-ttl-ms" && examples::ParseInt(value, 100, 86400000, &n)) {
+      s.lock_ttl_ms = static_cast<uint32_t>(n);
     } else if (flag == "--prefix") {
       s.prefix = value;
     } else {
@@ -149,6 +159,8 @@ class Supervisor {
                                      std::to_string(flags_.service.upstream_ms),
                                      "--result-ttl-ms",
                                      std::to_string(flags_.service.result_ttl_ms),
+                                     "--lock-ttl-ms",
+                                     std::to_string(flags_.service.lock_ttl_ms),
                                      "--prefix",
                                      flags_.service.prefix};
     if (!flags_.service.redis_host.empty()) {
@@ -216,17 +228,20 @@ class Supervisor {
     Supervisor* self = w->owner;
     w->exited = true;
     uv_close(reinterpret_cast<uv_handle_t*>(process), nullptr);
+    bool alive = false;
+    for (auto& other : self->workers_) alive = alive || !other->exited;
     if (exit_status != 0 || term_signal != 0) {
       std::fprintf(stderr, "fetch_service: worker %d exited with status %lld signal %d\n",
                    process->pid, static_cast<long long>(exit_status), term_signal);
-      self->failed_ = true;
+      // With --keep-going a worker dying before the stop is not a failure as
+      // long as another one is still serving; the exit status then reflects
+      // how the remaining workers shut down.
+      if (self->stopping_ || !self->flags_.keep_going || !alive) self->failed_ = true;
     }
-    // A worker that dies on its own takes the service down with it: the
-    // supervisor does not restart workers (a real one would).
-    if (!self->stopping_) self->Stop(SIGTERM);
-    for (auto& other : self->workers_) {
-      if (!other->exited) return;
-    }
+    // A worker that dies on its own takes the service down with it unless
+    // --keep-going: the supervisor does not restart workers (a real one would).
+    if (!self->stopping_ && !(self->flags_.keep_going && alive)) self->Stop(SIGTERM);
+    if (alive) return;
     if (self->on_all_exited) self->on_all_exited();
   }
 
@@ -273,7 +288,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "usage: fetch_service [--listen HOST:PORT=127.0.0.1:8080] [--redis HOST:PORT]\n"
                  "                     [--workers N=1] [--upstream-ms 200]\n"
-                 "                     [--result-ttl-ms 10000] [--prefix sf:fetch:]\n");
+                 "                     [--result-ttl-ms 10000] [--lock-ttl-ms 10000]\n"
+                 "                     [--prefix sf:fetch:] [--keep-going]\n");
     return 2;
   }
   std::setvbuf(stdout, nullptr, _IOLBF, 0);

@@ -89,6 +89,7 @@ FetchServer::FetchServer(uv_loop_t* loop, ServiceConfig config)
   singleflight::Options options;
   options.key_prefix = config_.prefix;
   options.result_ttl_ms = config_.result_ttl_ms;
+  options.lock_ttl_ms = config_.lock_ttl_ms;
   options.max_key_bytes = kMaxUrlBytes;
   if (!config_.redis_host.empty()) {
     options.redis.host = config_.redis_host;
@@ -332,13 +333,19 @@ void FetchServer::Upstream(std::string_view url_view, Done done) {
 
 // "<prefix>upstream_fetches:<url>" in Redis counts fetches across every
 // worker and instance, so a user (or test) can check the fleet fetched a URL
-// once: `redis-cli GET 'sf:fetch:upstream_fetches:<url>'`. One blocking
-// round trip per fetch is the price of a simple example; a production
-// service would use its metrics pipeline instead.
+// once: `redis-cli GET 'sf:fetch:upstream_fetches:<url>'`, and
+// "<prefix>upstream_leader:<url>" holds the pid of the process that started
+// the latest fetch (the demo kills that worker to show a takeover). Two
+// blocking round trips per fetch are the price of a simple example; a
+// production service would use its metrics pipeline instead.
 void FetchServer::CountUpstreamFetch(const std::string& url) {
   if (!counter_ || counter_->err) return;
   std::string key = config_.prefix + "upstream_fetches:" + url;
   void* reply = redisCommand(counter_, "INCR %b", key.data(), key.size());
+  if (reply) freeReplyObject(reply);
+  key = config_.prefix + "upstream_leader:" + url;
+  std::string pid = std::to_string(getpid());
+  reply = redisCommand(counter_, "SET %b %b", key.data(), key.size(), pid.data(), pid.size());
   if (reply) freeReplyObject(reply);
 }
 

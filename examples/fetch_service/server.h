@@ -33,6 +33,9 @@ struct ServiceConfig {
   std::string prefix = "sf:fetch:";
   uint32_t upstream_ms = 200;  // how long the simulated upstream takes
   uint32_t result_ttl_ms = 10000;
+  // The leader's lease on a URL (Options::lock_ttl_ms): how soon after a
+  // leader dies another process takes its flight over.
+  uint32_t lock_ttl_ms = 10000;
   // After Stop(), connections still busy past this are dropped.
   uint32_t drain_timeout_ms = 10000;
 };

@@ -1,7 +1,9 @@
 # shellcheck shell=bash
 # The HTTP phase of scripts/demo.sh: fetch_service with 4 workers on one port
-# (SO_REUSEPORT), two bursts from build/examples/load, executions counted in
+# (SO_REUSEPORT), three bursts from build/examples/load, executions counted in
 # Redis by the service itself (INCR <prefix>upstream_fetches:<url> per fetch).
+# Burst 3 runs on a second service (--keep-going, short lock TTL) and kills
+# the worker leading its URL mid-fetch to show the takeover.
 #
 # Source this file, then:
 #   trap 'sf_fetch_demo_stop; sf_redis_stop' EXIT
@@ -64,11 +66,111 @@ sf__fetch_burst() {
   fi
 }
 
+# Starts fetch_service with the flags given; sets SF_FETCH_PID, SF_FETCH_ADDR.
+# Port 0: the supervisor binds a free port and prints it once every worker
+# listens ("listening 127.0.0.1:PORT workers 4").
+sf__fetch_start() {
+  SF_FETCH_LOG="$SF_FETCH_DIR/service.log"
+  "$SF_FETCH_SERVICE" --listen 127.0.0.1:0 --redis "$SF_FETCH_REDIS_HOST:$SF_FETCH_REDIS_PORT" \
+    "$@" >"$SF_FETCH_LOG" 2>&1 &
+  SF_FETCH_PID=$!
+  SF_FETCH_ADDR=""
+  for _ in $(seq 1 100); do
+    SF_FETCH_ADDR="$(sed -n 's/^listening \([0-9.]*:[0-9]*\) workers.*/\1/p' "$SF_FETCH_LOG")"
+    [[ -n "$SF_FETCH_ADDR" ]] && break
+    kill -0 "$SF_FETCH_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [[ -z "$SF_FETCH_ADDR" ]]; then
+    echo "fetch demo: fetch_service did not start:" >&2
+    cat "$SF_FETCH_LOG" >&2
+    sf_fetch_demo_stop
+    return 1
+  fi
+}
+
+# SIGTERM to the supervisor; it must exit 0 (every remaining worker drained).
+sf__fetch_sigterm() {
+  local pid=$SF_FETCH_PID status=0
+  kill -TERM "$pid"
+  wait "$pid" || status=$?
+  SF_FETCH_PID=""
+  echo "  stopped     SIGTERM to the supervisor: exit status $status"
+  if ((status != 0)); then
+    SF_FETCH_BAD+="fetch_service exited $status after SIGTERM; "
+    cat "$SF_FETCH_LOG" >&2
+  fi
+}
+
+# Burst 3: SF_FETCH_REQUESTS concurrent requests (one per connection) for one
+# URL; the worker that leads it (its pid is in <prefix>upstream_leader:<url>,
+# set when its upstream fetch starts) is SIGKILLed 500 ms into that fetch.
+# Its lease lapses (lock TTL), a follower on another worker takes over and
+# fetches again. Expected: the killed worker's connections fail, every other
+# request gets 200 with the takeover's value, and the URL was fetched twice.
+sf__fetch_takeover_burst() {
+  local prefix="http://upstream.example/takeover/" url key leader="" ppid out load_pid
+  local ok failed errors value after executions
+  url="${prefix}0"
+  key="${SF_FETCH_PREFIX}upstream_leader:$url"
+  echo
+  echo "http burst 3: $SF_FETCH_REQUESTS concurrent GET /fetch for one URL, upstream 1500 ms," \
+    "lock TTL 1000 ms; the worker leading it is SIGKILLed mid-fetch"
+  "$SF_FETCH_LOAD" --target "$SF_FETCH_ADDR" --connections "$SF_FETCH_REQUESTS" \
+    --requests "$SF_FETCH_REQUESTS" --urls 1 --url-prefix "$prefix" \
+    >"$SF_FETCH_DIR/load3.out" 2>&1 &
+  load_pid=$!
+  for _ in $(seq 1 250); do
+    leader="$(redis-cli -h "$SF_FETCH_REDIS_HOST" -p "$SF_FETCH_REDIS_PORT" GET "$key" 2>/dev/null)"
+    [[ -n "$leader" ]] && break
+    sleep 0.02
+  done
+  # Only ever a worker of this supervisor.
+  ppid="$(awk '/^PPid:/ {print $2}' "/proc/${leader:-none}/status" 2>/dev/null || true)"
+  if [[ -z "$leader" || "$ppid" != "$SF_FETCH_PID" ]]; then
+    SF_FETCH_BAD+="burst 3: no worker of the service started fetching $url; "
+    wait "$load_pid" || true
+    return
+  fi
+  sleep 0.5
+  kill -KILL "$leader"
+  wait "$load_pid" || true # exits 1: the killed worker's requests failed
+  out="$(cat "$SF_FETCH_DIR/load3.out")"
+  printf '  %s\n' "${out//$'\n'/$'\n'  }"
+
+  ok="$(sed -n 's/^requests .* \([0-9]*\) ok,.*/\1/p' <<<"$out")"
+  errors="$(awk '/^error / {gsub(/[(]/, "", $(NF-1)); n += $(NF-1)} END {print n + 0}' <<<"$out")"
+  failed=$((SF_FETCH_REQUESTS - ${ok:-0}))
+  echo "  killed      worker pid $leader, 500 ms into its fetch: the $failed requests on its" \
+    "connections failed (expected)"
+  if [[ -z "$ok" ]] || ((ok < 1 || failed < 1 || errors != failed)); then
+    SF_FETCH_BAD+="burst 3: ${ok:-?} ok, $failed not ok, $errors failed connections; "
+  fi
+  if grep '^status' <<<"$out" | grep -qv '^status *200=[0-9]*$'; then
+    SF_FETCH_BAD+="burst 3: an answer other than 200; "
+  fi
+  # The value every 200 carried, now from the cache: fetched by the takeover.
+  value="$(curl -s --max-time 5 "http://$SF_FETCH_ADDR/fetch?url=${url//\//%2F}")"
+  value="$(sed -n 's/.*"data":"\([^"]*\)".*/\1/p' <<<"$value")"
+  after="$(redis-cli -h "$SF_FETCH_REDIS_HOST" -p "$SF_FETCH_REDIS_PORT" GET "$key" 2>/dev/null)"
+  echo "  takeover    worker pid ${after:-none} fetched it again: \"$value\""
+  if [[ -z "$after" || "$after" == "$leader" || "$value" != *"fetched by pid $after,"* ]]; then
+    SF_FETCH_BAD+="burst 3: no takeover by another worker (value \"$value\"); "
+  fi
+  executions="$(redis-cli -h "$SF_FETCH_REDIS_HOST" -p "$SF_FETCH_REDIS_PORT" GET \
+    "${SF_FETCH_PREFIX}upstream_fetches:$url" 2>/dev/null)"
+  executions="${executions:-0}"
+  echo "  executions  takeover/0=$executions   (expected 2: the killed fetch + the takeover)"
+  if ((executions != 2)); then
+    SF_FETCH_BAD+="executions of $url: $executions, expected 2; "
+  fi
+}
+
 sf_fetch_demo() {
-  local build=$1 redis=$2
-  local service="$build/examples/fetch_service" bin
+  local build=$1 redis=$2 bin
+  SF_FETCH_SERVICE="$build/examples/fetch_service"
   SF_FETCH_LOAD="$build/examples/load"
-  for bin in "$service" "$SF_FETCH_LOAD"; do
+  for bin in "$SF_FETCH_SERVICE" "$SF_FETCH_LOAD"; do
     if [[ ! -x "$bin" ]]; then
       echo "fetch demo: $bin was not built (libhttp-parser-dev missing?)" >&2
       return 1
@@ -83,28 +185,9 @@ sf_fetch_demo() {
   SF_FETCH_BAD=""
   local workers=4 upstream_ms=200 ttl_ms=2000
   SF_FETCH_DIR="$(mktemp -d "${TMPDIR:-/tmp}/sf-fetch.XXXXXX")"
-  local log="$SF_FETCH_DIR/service.log"
+  local service_args=(--workers "$workers" --result-ttl-ms "$ttl_ms" --prefix "$SF_FETCH_PREFIX")
 
-  # Port 0: the supervisor binds a free port and prints it once every worker
-  # listens ("listening 127.0.0.1:PORT workers 4").
-  "$service" --listen 127.0.0.1:0 --redis "$redis" --workers "$workers" \
-    --upstream-ms "$upstream_ms" --result-ttl-ms "$ttl_ms" --prefix "$SF_FETCH_PREFIX" \
-    >"$log" 2>&1 &
-  SF_FETCH_PID=$!
-  SF_FETCH_ADDR=""
-  for _ in $(seq 1 100); do
-    SF_FETCH_ADDR="$(sed -n 's/^listening \([0-9.]*:[0-9]*\) workers.*/\1/p' "$log")"
-    [[ -n "$SF_FETCH_ADDR" ]] && break
-    kill -0 "$SF_FETCH_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  if [[ -z "$SF_FETCH_ADDR" ]]; then
-    echo "fetch demo: fetch_service did not start:" >&2
-    cat "$log" >&2
-    sf_fetch_demo_stop
-    return 1
-  fi
-
+  sf__fetch_start "${service_args[@]}" --upstream-ms "$upstream_ms" || return 1
   echo
   echo "fetch_service demo: $workers workers on $SF_FETCH_ADDR (SO_REUSEPORT), upstream" \
     "$upstream_ms ms, result TTL $ttl_ms ms, prefix $SF_FETCH_PREFIX"
@@ -122,16 +205,19 @@ sf_fetch_demo() {
   echo "http burst 2: after the result TTL (expect a refill: 1 more per URL)"
   sf__fetch_burst
   sf__fetch_executions counts 1
-
-  local pid=$SF_FETCH_PID status=0
-  kill -TERM "$pid"
-  wait "$pid" || status=$?
-  SF_FETCH_PID=""
   echo
-  echo "  stopped     SIGTERM to the supervisor: exit status $status"
-  if ((status != 0)); then
-    SF_FETCH_BAD+="fetch_service exited $status after SIGTERM; "
-    cat "$log" >&2
+  sf__fetch_sigterm
+
+  # Burst 3 on a fresh service: a slower upstream (time to kill its leader
+  # mid-fetch), a 1 s lease so the takeover comes soon, and --keep-going so
+  # the supervisor does not stop the other workers when one dies.
+  echo
+  echo "fetch_service demo: restarted with --keep-going --upstream-ms 1500 --lock-ttl-ms 1000"
+  if sf__fetch_start "${service_args[@]}" --upstream-ms 1500 --lock-ttl-ms 1000 --keep-going; then
+    sf__fetch_takeover_burst
+    sf__fetch_sigterm
+  else
+    SF_FETCH_BAD+="fetch_service did not restart for burst 3; "
   fi
   sf_fetch_demo_stop
 
