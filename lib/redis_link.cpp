@@ -2,27 +2,12 @@
 // process's one subscriber connection multiplexing every flight's channel.
 #include "redis_link.h"
 
-#include <unordered_map>
-
 #include "lua_scripts.h"
 #include "redis_connection.h"
 #include "subscriber.h"
 
 namespace singleflight::internal {
 namespace {
-
-// Adapts a flight's ChannelListener to the subscriber's listener interface.
-class ListenerAdapter final : public Subscriber::Listener {
- public:
-  explicit ListenerAdapter(ChannelListener* target) : target_(target) {}
-  void OnSubscribed(std::string_view) override { target_->OnSubscribed(); }
-  void OnMessage(std::string_view, std::string_view payload) override {
-    target_->OnMessage(payload);
-  }
-
- private:
-  ChannelListener* target_;
-};
 
 class RealLink final : public RedisLink {
  public:
@@ -47,17 +32,11 @@ class RealLink final : public RedisLink {
   }
 
   void Listen(const std::string& channel, ChannelListener* listener) override {
-    if (closed_) return;
-    auto& adapter = adapters_[listener];
-    adapter = std::make_unique<ListenerAdapter>(listener);
-    subscriber_->Add(channel, adapter.get());
+    if (!closed_) subscriber_->Add(channel, listener);
   }
 
   void Unlisten(const std::string& channel, ChannelListener* listener) override {
-    auto found = adapters_.find(listener);
-    if (found == adapters_.end()) return;
-    if (!closed_) subscriber_->Remove(channel, found->second.get());
-    adapters_.erase(found);
+    if (!closed_) subscriber_->Remove(channel, listener);
   }
 
   void Close(std::function<void()> done) override {
@@ -86,7 +65,6 @@ class RealLink final : public RedisLink {
   RedisConnection* command_;  // frees itself after Close
   std::unique_ptr<ScriptRunner> scripts_;
   std::unique_ptr<Subscriber> subscriber_;
-  std::unordered_map<ChannelListener*, std::unique_ptr<ListenerAdapter>> adapters_;
   bool settled_ = false;
   bool up_ = false;
   bool closed_ = false;

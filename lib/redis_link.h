@@ -18,16 +18,22 @@
 #include "redis_reply.h"
 #include "singleflight/options.h"
 #include "singleflight/status.h"
+#include "subscriber.h"
 
 namespace singleflight::internal {
 
-class ChannelListener {
+// A listener of one channel. It is the subscriber's own listener type, so the
+// real link hands it to the Subscriber as is (no adapter, no allocation per
+// follower); the channel name is dropped because it listens to one channel.
+class ChannelListener : public Subscriber::Listener {
  public:
-  virtual ~ChannelListener() = default;
   // The subscription is live (also after each re-subscription on reconnect:
   // messages sent during an outage are lost, so the listener re-checks).
   virtual void OnSubscribed() = 0;
   virtual void OnMessage(std::string_view payload) = 0;
+
+  void OnSubscribed(std::string_view) final { OnSubscribed(); }
+  void OnMessage(std::string_view, std::string_view payload) final { OnMessage(payload); }
 };
 
 class RedisLink {
