@@ -266,7 +266,7 @@ void GroupImpl::Close(std::function<void()> done) {
   std::vector<std::shared_ptr<Flight>> flights;
   for (auto& entry : flights_) flights.push_back(entry.second);
   for (auto& entry : detached_) flights.push_back(entry.second);
-  for (auto& flight : waiting_for_link_) flights.push_back(flight);
+  // Flights waiting for the link are in one of the two tables already.
   for (auto& flight : flights) flight->Abort(closed);
   flights_.clear();
   detached_.clear();
