@@ -41,11 +41,7 @@ void Flight::WaiterLeft() {
   if (live_waiters_ > 0) --live_waiters_;
   // Departed callers are skipped at delivery; drop them once they are most of
   // the list, so a long flight with many short deadlines stays small.
-  if (waiters_.size() >= 64 && live_waiters_ < waiters_.size() / 2) {
-    waiters_.erase(std::remove_if(waiters_.begin(), waiters_.end(),
-                                  [](const std::shared_ptr<Waiter>& w) { return w->resolved; }),
-                   waiters_.end());
-  }
+  if (waiters_.size() >= 64 && live_waiters_ < waiters_.size() / 2) EraseResolved(waiters_);
   // A follower with nobody left to answer stops following; a leader goes on,
   // because its result fills the caches for the callers still to come.
   if (live_waiters_ == 0 && state_ == State::kFollowing) {

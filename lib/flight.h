@@ -15,6 +15,7 @@
 // a late reply finds a finished flight and does nothing.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -38,6 +39,13 @@ struct Waiter {
   bool joined = false;    // joined a flight another caller started
   bool resolved = false;  // its result is decided (delivery may still be queued)
 };
+
+// Drops the waiters whose result is already decided (timed out, cancelled).
+inline void EraseResolved(std::vector<std::shared_ptr<Waiter>>& waiters) {
+  waiters.erase(std::remove_if(waiters.begin(), waiters.end(),
+                               [](const std::shared_ptr<Waiter>& w) { return w->resolved; }),
+                waiters.end());
+}
 
 // The producer's side of one production: Done refers to it. It outlives the
 // flight safely: a done after the flight finished finds no flight.

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 
@@ -145,14 +146,14 @@ void GroupImpl::ResolveOne(const std::shared_ptr<Waiter>& waiter, const Status& 
 
 void GroupImpl::Resolve(std::vector<std::shared_ptr<Waiter>> waiters, const Status& status,
                         std::shared_ptr<const std::string> value, Source source) {
-  size_t live = 0;
+  // Callers that already left (timeout, cancel) have their own delivery.
+  EraseResolved(waiters);
+  if (waiters.empty()) return;
   for (auto& waiter : waiters) {
-    if (waiter->resolved) continue;
     waiter->resolved = true;
     scheduler_->Cancel(waiter->deadline);
-    ++live;
   }
-  if (live == 0) return;
+  size_t live = waiters.size();
   Result result;
   result.status = status;
   result.value_ptr = status.ok() ? std::move(value) : nullptr;
@@ -160,7 +161,6 @@ void GroupImpl::Resolve(std::vector<std::shared_ptr<Waiter>> waiters, const Stat
   result.shared = live > 1 || (source != Source::kLed && result.value_ptr != nullptr);
   scheduler_->Defer([waiters = std::move(waiters), result = std::move(result)]() mutable {
     for (auto& waiter : waiters) {
-      if (!waiter->callback) continue;  // resolved earlier and already delivered
       Callback callback = std::move(waiter->callback);
       waiter->callback = nullptr;
       Source own = result.source;
