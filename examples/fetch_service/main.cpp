@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "common/net.h"
+#include "common/spawn.h"
 #include "fetch_service/server.h"
 
 namespace {
@@ -167,22 +168,8 @@ class Supervisor {
       args.push_back("--redis");
       args.push_back(flags_.service.redis_host + ":" + std::to_string(flags_.service.redis_port));
     }
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    uv_stdio_container_t stdio[3];
-    stdio[0].flags = UV_IGNORE;
-    stdio[1].flags = static_cast<uv_stdio_flags>(UV_CREATE_PIPE | UV_WRITABLE_PIPE);
-    stdio[1].data.stream = reinterpret_cast<uv_stream_t*>(&w->out);
-    stdio[2].flags = UV_INHERIT_FD;
-    stdio[2].data.fd = 2;
-    uv_process_options_t options{};
-    options.file = exe_.c_str();
-    options.args = argv.data();
-    options.exit_cb = OnExit;
-    options.stdio_count = 3;
-    options.stdio = stdio;
-    int rc = uv_spawn(loop_, &w->process, &options);
+    int rc =
+        examples::SpawnPiped(loop_, &w->process, exe_, std::move(args), nullptr, &w->out, OnExit);
     if (rc != 0) {
       std::fprintf(stderr, "fetch_service: cannot start a worker: %s\n", uv_strerror(rc));
       failed_ = true;

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "common/spawn.h"
 #include "demo.h"
 
 namespace sfdemo {
@@ -111,24 +112,8 @@ class Burst {
     uv_pipe_init(&loop_, &p->in, 0);
     uv_pipe_init(&loop_, &p->out, 0);
     p->in.data = p->out.data = p->process.data = p;
-    std::vector<std::string> args = WorkerArgs(index);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    uv_stdio_container_t stdio[3];
-    stdio[0].flags = static_cast<uv_stdio_flags>(UV_CREATE_PIPE | UV_READABLE_PIPE);
-    stdio[0].data.stream = reinterpret_cast<uv_stream_t*>(&p->in);
-    stdio[1].flags = static_cast<uv_stdio_flags>(UV_CREATE_PIPE | UV_WRITABLE_PIPE);
-    stdio[1].data.stream = reinterpret_cast<uv_stream_t*>(&p->out);
-    stdio[2].flags = UV_INHERIT_FD;
-    stdio[2].data.fd = 2;
-    uv_process_options_t options{};
-    options.file = exe_.c_str();
-    options.args = argv.data();
-    options.exit_cb = OnExit;
-    options.stdio_count = 3;
-    options.stdio = stdio;
-    int rc = uv_spawn(&loop_, &p->process, &options);
+    int rc =
+        examples::SpawnPiped(&loop_, &p->process, exe_, WorkerArgs(index), &p->in, &p->out, OnExit);
     if (rc != 0) {
       Fail("cannot start worker: " + std::string(uv_strerror(rc)));
       // The handles were initialized either way and must be closed.
