@@ -325,7 +325,7 @@ bool Call::Cancel() {
 
 Group::Group(uv_loop_t* loop, Options options)
     : impl_(internal::GroupImpl::Create(loop, std::move(options))) {
-  impl_->set_owner_gone([this](const Stats& last) {
+  impl_->set_on_free([this](const Stats& last) {
     impl_ = nullptr;
     last_stats_ = last;
   });
@@ -333,7 +333,7 @@ Group::Group(uv_loop_t* loop, Options options)
 
 Group::~Group() {
   if (!impl_) return;
-  impl_->set_owner_gone(nullptr);
+  impl_->set_on_free(nullptr);
   impl_->Close(nullptr);
 }
 

@@ -40,8 +40,10 @@ class GroupImpl {
   void Close(std::function<void()> done);
   bool closing() const { return closing_; }
 
-  // Called by Group's destructor so that the impl never touches a dead Group.
-  void set_owner_gone(std::function<void(const Stats&)> on_free) { on_free_ = std::move(on_free); }
+  // Runs with the last stats just before the impl frees itself. Group sets it
+  // to forget its pointer, and clears it in its destructor so that the impl
+  // never touches a dead Group.
+  void set_on_free(std::function<void(const Stats&)> on_free) { on_free_ = std::move(on_free); }
 
   // --- for flights ---
   Scheduler& scheduler() { return *scheduler_; }
