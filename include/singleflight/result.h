@@ -32,6 +32,10 @@ struct Result {
   // True when this result was delivered to more than one caller in this
   // process (Go's `shared`), or came from a cache or another process.
   bool shared = false;
+  // True when Redis could not be reached and this process coalesced the call
+  // on its own (Options::when_redis_down == kLocalOnly): another process may
+  // have run the same producer meanwhile. Counted in Stats::degraded_calls.
+  bool degraded = false;
   // The value bytes, shared immutably by every waiter of the flight. Null when
   // the status is not ok. Holding the pointer keeps the bytes alive; the
   // bytes never change after delivery.
