@@ -1,5 +1,6 @@
 #include "envelope.h"
 
+#include <chrono>
 #include <exception>
 #include <limits>
 #include <msgpack.hpp>
@@ -62,6 +63,7 @@ struct Fields {
   const msgpack::object* error = nullptr;
   const msgpack::object* token = nullptr;
   const msgpack::object* produced_at = nullptr;
+  const msgpack::object* released = nullptr;
 };
 
 const msgpack::object** Slot(Fields& f, std::string_view name) {
@@ -72,6 +74,7 @@ const msgpack::object** Slot(Fields& f, std::string_view name) {
   if (name == "err") return &f.error;
   if (name == "tok") return &f.token;
   if (name == "at") return &f.produced_at;
+  if (name == "rel") return &f.released;
   return nullptr;
 }
 
@@ -103,7 +106,11 @@ std::string_view StrView(const msgpack::object& o) {
 // Type-checks every known field that is present, whatever "ok" says, so a
 // writer that sends nonsense is caught rather than half-read.
 Status CheckTypes(const Fields& f) {
-  if (f.ok == nullptr || f.ok->type != msgpack::type::BOOLEAN) {
+  if (f.released && f.released->type != msgpack::type::BOOLEAN) {
+    return Invalid("\"rel\" must be a bool");
+  }
+  bool notice = f.released != nullptr && f.released->via.boolean;
+  if (!notice && (f.ok == nullptr || f.ok->type != msgpack::type::BOOLEAN)) {
     return Invalid("\"ok\" must be a bool");
   }
   if (f.value && f.value->type != msgpack::type::BIN) return Invalid("\"val\" must be bin");
@@ -167,9 +174,13 @@ Status Interpret(const msgpack::object& root, const DecodeLimits& limits, Envelo
   if (token.size() != kTokenBytes) {
     return Invalid("\"tok\" must be " + std::to_string(kTokenBytes) + " bytes");
   }
-  e->ok = f.ok->via.boolean;
   e->token.assign(token);
   e->produced_at_ms = f.produced_at->via.u64;
+  if (f.released != nullptr && f.released->via.boolean) {
+    e->released = true;
+    return Status::Ok();
+  }
+  e->ok = f.ok->via.boolean;
   return e->ok ? ReadSuccess(f, limits, e) : ReadFailure(f, e);
 }
 
@@ -200,6 +211,29 @@ std::string EncodeEnvelope(const Envelope& e) {
   PackBin(pk, e.token);
   PackStr(pk, "at");
   pk.pack_uint64(e.produced_at_ms);
+  return out;
+}
+
+uint64_t UnixNowMs() noexcept {
+  using std::chrono::duration_cast;
+  using std::chrono::milliseconds;
+  using std::chrono::system_clock;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+std::string EncodeReleaseNotice(std::string_view token, uint64_t at_ms) {
+  std::string out;
+  StringWriter writer{&out};
+  msgpack::packer<StringWriter> pk(writer);
+  pk.pack_map(4);
+  PackStr(pk, "v");
+  pk.pack_uint32(Envelope::kVersion);
+  PackStr(pk, "rel");
+  pk.pack_true();
+  PackStr(pk, "tok");
+  PackBin(pk, token);
+  PackStr(pk, "at");
+  pk.pack_uint64(at_ms);
   return out;
 }
 

@@ -12,6 +12,10 @@
 //   "err" str   error message, at most kMaxErrorBytes (required when !ok)
 //   "tok" bin   the producer's lock token, kTokenBytes bytes (required)
 //   "at"  uint  unix epoch milliseconds when produced (required)
+//   "rel" bool  true: a release notice, not a result — the lock of "tok" was
+//               released without a result; followers re-check at once. A
+//               notice has no "ok"; a v1 reader drops it as malformed (and
+//               re-checks, which is the right thing to do).
 //
 // Decoding treats its input as hostile (anyone can PUBLISH on a channel):
 // every size is bounded before anything is allocated, allocation is at most
@@ -38,6 +42,7 @@ struct Envelope {
   std::string error;            // when !ok: the message (truncated to kMaxErrorBytes)
   std::string token;            // the producer's lock token (kTokenBytes, BIN)
   uint64_t produced_at_ms = 0;  // unix epoch ms when produced
+  bool released = false;        // a release notice: only token and time are set
 };
 
 // Error messages are for humans; a longer one is cut (at a UTF-8 boundary)
@@ -51,6 +56,12 @@ inline constexpr size_t kEnvelopeSlackBytes = size_t{16} * 1024;
 // Encodes e. Never fails. Only the fields that belong to e.ok are written.
 // Expects value.size() < 4 GiB (the library's max_value_bytes is far lower).
 std::string EncodeEnvelope(const Envelope& e);
+
+// Unix epoch milliseconds: the "at" of envelopes written now.
+uint64_t UnixNowMs() noexcept;
+
+// The message Release publishes: {"v":1, "rel":true, "tok":token, "at":at_ms}.
+std::string EncodeReleaseNotice(std::string_view token, uint64_t at_ms);
 
 struct DecodeLimits {
   size_t max_value_bytes = 0;     // a longer value is kTooLarge

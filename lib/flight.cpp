@@ -1,21 +1,24 @@
 #include "flight.h"
 
 #include <algorithm>
-#include <chrono>
 #include <exception>
 
 #include "envelope.h"
 #include "group_impl.h"
-#include "token.h"
+#include "redis_errors.h"
 
 namespace singleflight::internal {
 namespace {
 
-uint64_t WallMs() {
-  using std::chrono::duration_cast;
-  using std::chrono::milliseconds;
-  using std::chrono::system_clock;
-  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+// A message a follower cannot trust (malformed, or from a token it has not
+// seen hold the lock) makes it ask Redis — at most this often, so a flood of
+// garbage on a channel does not turn into a flood of scripts.
+constexpr uint64_t kMessageRecheckSpacingMs = 100;
+
+// A follower re-checks this long after the holder's lock would lapse, so
+// that it sees the lapse rather than the last millisecond of the lock.
+uint64_t LapseMarginMs(uint32_t lock_ttl_ms) {
+  return std::max<uint64_t>(5, lock_ttl_ms / 50);
 }
 
 }  // namespace
@@ -25,7 +28,9 @@ Flight::Flight(GroupImpl& group, std::string key, Producer producer)
   if (group_.link()) names_ = NameFlight(group_.options().key_prefix, key_);
 }
 
-Flight::~Flight() = default;
+Flight::~Flight() {
+  if (lease_) lease_->Abandon();
+}
 
 bool Flight::distributed() const {
   return group_.link() != nullptr && !local_only_;
@@ -42,9 +47,10 @@ void Flight::WaiterLeft() {
   // Departed callers are skipped at delivery; drop them once they are most of
   // the list, so a long flight with many short deadlines stays small.
   if (waiters_.size() >= 64 && live_waiters_ < waiters_.size() / 2) EraseResolved(waiters_);
-  // A follower with nobody left to answer stops following; a leader goes on,
-  // because its result fills the caches for the callers still to come.
-  if (live_waiters_ == 0 && state_ == State::kFollowing) {
+  // A flight with nobody left to answer ends (its lease releases whatever it
+  // may hold); a leader goes on, because its result fills the caches for the
+  // callers still to come.
+  if (live_waiters_ == 0 && state_ != State::kLeading) {
     Finish(Status(Code::kCancelled, "no caller left"), nullptr, Source::kNone, 0);
   }
 }
@@ -56,159 +62,253 @@ void Flight::CancelWaiter(const std::shared_ptr<Waiter>& waiter) {
 
 void Flight::Start() {
   RedisLink* link = group_.link();
-  if (link == nullptr) return Lead(false);
-  if (!link->settled()) return group_.WaitForLink(shared_from_this());
-  if (!link->up()) return OnCheckFailed(Check::kFirst, link->last_error());
-  CheckRedis(Check::kFirst);
+  if (link == nullptr) return RunLocally(false);
+  if (!link->settled()) return WaitForLink();
+  if (!link->up()) return Degrade(link->last_error());
+  state_ = State::kChecking;
+  Check();
+}
+
+void Flight::WaitForLink() {
+  group_.WaitForLink(shared_from_this());
+}
+
+void Flight::OnLinkState(bool up) {
+  if (finished() || state_ == State::kLeading) return;
+  if (state_ == State::kStarting) return Start();
+  if (up) return Check();
+  // A reconnect attempt failed. A flight that never got an answer from Redis
+  // now degrades; one that follows keeps waiting (its callers' deadlines
+  // bound it), since the leader it follows may well be fine.
+  if (!answered_) return Degrade(group_.link()->last_error());
+  WaitForLink();
 }
 
 // --- the Redis check: get-or-lock -------------------------------------------
 
-void Flight::CheckRedis(Check why) {
-  state_ = state_ == State::kStarting ? State::kChecking : state_;
-  if (token_.empty()) token_ = RandomToken();
-  auto self = shared_from_this();
-  group_.link()->RunScript(ScriptId::kGetOrLock, {names_.result, names_.lock},
-                           {token_, std::to_string(group_.options().lock_ttl_ms)},
-                           [self, why](const Status& status, const Reply& reply) {
-                             self->OnCheckReply(why, status, reply);
-                           });
+void Flight::Check() {
+  if (finished() || state_ == State::kLeading) return;
+  if (check_in_flight_) {
+    recheck_wanted_ = true;
+    return;
+  }
+  if (!lease_) lease_ = group_.leases().Create(names_);
+  check_in_flight_ = true;
+  recheck_wanted_ = false;
+  std::weak_ptr<Flight> weak = weak_from_this();
+  lease_->Check([weak](const Status& status, const Reply& reply) {
+    if (auto self = weak.lock()) self->OnCheckReply(status, reply);
+  });
 }
 
-void Flight::OnCheckReply(Check why, const Status& status, const Reply& reply) {
-  if (state_ != State::kChecking && state_ != State::kFollowing) return;
-  if (!status.ok() || reply.is_error() || reply.type != Reply::Type::kArray ||
-      reply.elements.empty() || reply.elements[0].type != Reply::Type::kInteger) {
+void Flight::OnCheckReply(const Status& status, const Reply& reply) {
+  check_in_flight_ = false;
+  if (finished() || state_ == State::kLeading) return;
+  switch (Classify(status, reply)) {
+    case ReplyClass::kOk:
+      answered_ = true;
+      retries_ = 0;
+      return OnCheckAnswer(reply);
+    case ReplyClass::kNotSent:
+      // The link is down now. Before any answer that is an outage; after one,
+      // wait for the link like an unknown outcome.
+      if (!answered_) return Degrade(status);
+      return WaitForLink();
+    case ReplyClass::kUnknown:
+      // Not an outage: the command may have run and taken the lock. The lease
+      // keeps the token; the same token re-checks once the link is back
+      // (get-or-lock answers {2} for its own token).
+      if (group_.link()->up()) return Check();
+      return WaitForLink();
+    case ReplyClass::kRetryable: {
+      std::weak_ptr<Flight> weak = weak_from_this();
+      group_.scheduler().Cancel(recheck_timer_);
+      recheck_timer_ = group_.scheduler().After(RetryDelayMs(retries_++), [weak] {
+        if (auto self = weak.lock()) {
+          self->recheck_timer_ = {};
+          self->Check();
+        }
+      });
+      return;
+    }
+    case ReplyClass::kFatal:
+      // The server refuses (OOM, NOPERM, READONLY, MOVED, ...): tell the
+      // callers its words. Never a silent local run: Redis is up and may be
+      // coordinating other processes.
+      return Finish(FatalStatus(reply), nullptr, Source::kNone, 0);
+  }
+}
+
+void Flight::OnCheckAnswer(const Reply& reply) {
+  if (reply.type != Reply::Type::kArray || reply.elements.empty() ||
+      reply.elements[0].type != Reply::Type::kInteger) {
     ++group_.mutable_stats().redis_errors;
-    Status why_failed =
-        status.ok() ? Status(Code::kUnavailable, "unexpected reply: " + reply.str) : status;
-    return OnCheckFailed(why, why_failed);
+    return Finish(FatalStatus(reply), nullptr, Source::kNone, 0);
   }
   ++group_.mutable_stats().checks;
   long long answer = reply.elements[0].integer;
   if (answer == kGetOrLockHit && reply.elements.size() >= 2) {
-    bool fallback = why == Check::kFallback || why == Check::kAfterMalformed;
-    if (fallback) ++group_.mutable_stats().fallback_hits;
+    bool first = state_ == State::kChecking;
+    if (!first) ++group_.mutable_stats().fallback_hits;
     return FinishFromEnvelope(reply.elements[1].str,
-                              fallback ? Source::kFallbackGet : Source::kRedisCache, false);
+                              first ? Source::kRedisCache : Source::kFallbackGet);
   }
   if (answer == kGetOrLockAcquired) {
     if (live_waiters_ == 0) {
-      // Nobody wants the value any more: hand the lease straight back.
-      group_.link()->RunScript(ScriptId::kRelease, {names_.lock}, {token_},
-                               [](const Status&, const Reply&) {});
+      // Nobody wants the value any more: the lease hands the lock back.
       return Finish(Status(Code::kCancelled, "no caller left"), nullptr, Source::kNone, 0);
     }
     return Lead(state_ == State::kFollowing);
   }
-  if (state_ == State::kChecking) return Follow();
-  ArmFallback();
-}
-
-void Flight::OnCheckFailed(Check why, const Status& status) {
-  if (why != Check::kFirst || state_ == State::kFollowing) {
-    // Following already: Redis may come back; the fallback timer retries and
-    // each caller's deadline bounds the wait.
-    return ArmFallback();
+  long long pttl = reply.elements.size() >= 2 && reply.elements[1].type == Reply::Type::kInteger
+                       ? reply.elements[1].integer
+                       : group_.options().lock_ttl_ms;
+  std::string_view holder = reply.elements.size() >= 3 ? std::string_view(reply.elements[2].str)
+                                                       : std::string_view();
+  if (state_ == State::kChecking) {
+    Follow(holder);
+  } else if (!holder.empty() && !TrustedHolder(holder)) {
+    holders_.emplace_back(holder);  // a later holder, seen on a re-check
   }
-  ++group_.mutable_stats().degraded_calls;
-  if (group_.options().when_redis_down == DegradedMode::kFailFast) {
-    return Finish(Status(Code::kUnavailable, "Redis unavailable: " + status.message()), nullptr,
-                  Source::kNone, 0);
-  }
-  local_only_ = true;
-  Lead(false);
+  ArmLapseRecheck(pttl);
+  if (recheck_wanted_) Check();
 }
 
 // --- following ----------------------------------------------------------------
 
-void Flight::Follow() {
+void Flight::Follow(std::string_view holder) {
   state_ = State::kFollowing;
+  if (!holder.empty()) holders_.emplace_back(holder);
   listening_ = true;
   group_.link()->Listen(names_.channel, this);
-  ArmFallback();
 }
 
-void Flight::ArmFallback() {
-  if (state_ != State::kFollowing || fallback_timer_.valid()) return;
-  auto weak = weak_from_this();
-  fallback_timer_ = group_.scheduler().After(group_.options().fallback_interval_ms, [weak] {
+// The only timed re-check: when the holder's lock would lapse if its leader
+// stopped renewing. A live leader renews, so the re-check sees a new PTTL and
+// sets the next one; a dead one is replaced about one lock TTL after its last
+// renewal. fallback_interval_ms, when set, caps the wait.
+void Flight::ArmLapseRecheck(long long pttl_ms) {
+  const Options& options = group_.options();
+  uint64_t delay = static_cast<uint64_t>(std::max<long long>(pttl_ms, 0)) +
+                   LapseMarginMs(options.lock_ttl_ms);
+  if (options.fallback_interval_ms > 0) {
+    delay = std::min<uint64_t>(delay, options.fallback_interval_ms);
+  }
+  group_.scheduler().Cancel(recheck_timer_);
+  std::weak_ptr<Flight> weak = weak_from_this();
+  recheck_timer_ = group_.scheduler().After(delay, [weak] {
     auto self = weak.lock();
     if (!self || self->state_ != State::kFollowing) return;
-    self->fallback_timer_ = {};
+    self->recheck_timer_ = {};
     ++self->group_.mutable_stats().fallback_checks;
-    self->CheckRedis(Check::kFallback);
+    self->Check();
   });
 }
 
 void Flight::OnSubscribed() {
   // Closes the race where the leader finished before the subscription
-  // existed, and lets this process lead if the lock is free.
-  if (state_ == State::kFollowing) CheckRedis(Check::kAfterSubscribe);
+  // existed (and, after a reconnect, covers the messages lost meanwhile).
+  if (state_ == State::kFollowing) Check();
+}
+
+void Flight::RecheckSoon() {
+  uint64_t now = group_.scheduler().NowMs();
+  if (message_rechecked_ && now - last_message_recheck_ms_ < kMessageRecheckSpacingMs) return;
+  message_rechecked_ = true;
+  last_message_recheck_ms_ = now;
+  Check();
+}
+
+bool Flight::TrustedHolder(std::string_view token) const {
+  return std::find(holders_.begin(), holders_.end(), token) != holders_.end();
 }
 
 void Flight::OnMessage(std::string_view payload) {
   if (state_ != State::kFollowing) return;
-  FinishFromEnvelope(payload, Source::kPubSub, true);
-}
-
-// A malformed message may mean we missed the real one, so ask Redis — but at
-// most once per fallback interval: a flood of garbage on a channel must not
-// turn into a flood of scripts (the fallback timer still runs meanwhile).
-void Flight::RecheckAfterMalformed() {
-  uint64_t now = group_.scheduler().NowMs();
-  if (malformed_recheck_at_ != 0 &&
-      now - malformed_recheck_at_ < group_.options().fallback_interval_ms) {
-    return;
+  Stats& stats = group_.mutable_stats();
+  Envelope envelope;
+  const DecodeLimits limits = DecodeLimits::ForMaxValue(group_.options().max_value_bytes);
+  if (!DecodeEnvelope(payload, limits, &envelope).ok()) {
+    // Never trust it; but it may stand for a real result we cannot read
+    // (too large, a newer format), so ask Redis.
+    ++stats.malformed_dropped;
+    return RecheckSoon();
   }
-  malformed_recheck_at_ = now;
-  CheckRedis(Check::kAfterMalformed);
+  if (!TrustedHolder(envelope.token)) {
+    // A stale leader's, a forged one, or a holder we have not seen yet: a
+    // re-check tells which (a newer holder's result is stored by then).
+    ++stats.foreign_dropped;
+    return RecheckSoon();
+  }
+  if (envelope.released) return Check();  // the holder gave up: the lock is free
+  FinishFromEnvelope(payload, Source::kPubSub);
 }
 
-void Flight::FinishFromEnvelope(std::string_view bytes, Source source, bool from_message) {
+// --- results ------------------------------------------------------------------
+
+void Flight::FinishFromEnvelope(std::string_view bytes, Source source) {
   const Options& options = group_.options();
+  Stats& stats = group_.mutable_stats();
   Envelope envelope;
   Status decoded =
       DecodeEnvelope(bytes, DecodeLimits::ForMaxValue(options.max_value_bytes), &envelope);
-  if (!decoded.ok() && !from_message && decoded.code() == Code::kTooLarge) {
-    // A stored value over our bound (written by a process with a larger
-    // max_value_bytes) will not shrink: answer now, as the README promises,
-    // instead of waiting until it expires, past every caller's deadline.
-    ++group_.mutable_stats().too_large;
+  if (!decoded.ok() && decoded.code() == Code::kTooLarge) {
+    // Over our bound (written by a process with a larger max_value_bytes):
+    // it will not shrink, so answer now.
+    ++stats.too_large;
     return Finish(Status(Code::kTooLarge, decoded.message()), nullptr, source, 0);
   }
-  if (!decoded.ok()) {
-    ++group_.mutable_stats().malformed_dropped;
-    // Never trust a malformed message; ask Redis instead. A malformed stored
-    // result is left to expire: the follower keeps waiting for a message.
-    if (from_message) return RecheckAfterMalformed();
-    if (state_ == State::kChecking) return Follow();
-    return ArmFallback();
+  if (!decoded.ok() || envelope.released) {
+    // A stored result this process cannot read (a newer writer, or garbage):
+    // waiting would only run into every caller's deadline. Run the producer
+    // here, without touching Redis — the readable result stays for the
+    // processes that can read it (docs/protocol.md, "Upgrades").
+    ++stats.undecodable_results;
+    return RunLocally(true);
   }
-  if (source == Source::kPubSub) ++group_.mutable_stats().pubsub_wakes;
-  if (source == Source::kRedisCache) ++group_.mutable_stats().redis_hits;
+  if (source == Source::kPubSub) ++stats.pubsub_wakes;
+  if (source == Source::kRedisCache) ++stats.redis_hits;
   if (!envelope.ok) {
     return Finish(Status(EnvelopeErrorCode(envelope.error_code), envelope.error), nullptr, source,
                   0);
   }
   // L1 keeps the value no longer than Redis does (clocks of the fleet are
   // assumed roughly in sync; a skewed clock only shortens the L1 time).
-  uint64_t age = std::min<uint64_t>(WallMs() - std::min(WallMs(), envelope.produced_at_ms),
+  uint64_t now = UnixNowMs();
+  uint64_t age = std::min<uint64_t>(now - std::min(now, envelope.produced_at_ms),
                                     options.result_ttl_ms);
   Finish(Status::Ok(), std::make_shared<const std::string>(std::move(envelope.value)), source,
          std::min<uint64_t>(options.l1_ttl_ms, options.result_ttl_ms - age));
+}
+
+// --- degraded and local runs ------------------------------------------------------
+
+void Flight::Degrade(const Status& why) {
+  ++group_.mutable_stats().degraded_calls;
+  if (group_.options().when_redis_down == DegradedMode::kFailFast) {
+    return Finish(Status(Code::kUnavailable, "Redis unavailable: " + why.message()), nullptr,
+                  Source::kNone, 0);
+  }
+  RunLocally(true);
+}
+
+void Flight::RunLocally(bool degraded) {
+  local_only_ = true;
+  degraded_ = degraded;
+  if (lease_) lease_->Abandon();  // settles a possibly-held token once the link is back
+  Lead(false);
 }
 
 // --- leading --------------------------------------------------------------------
 
 void Flight::Lead(bool takeover) {
   StopListening();
-  group_.scheduler().Cancel(fallback_timer_);
+  group_.scheduler().Cancel(recheck_timer_);
   state_ = State::kLeading;
   Stats& stats = group_.mutable_stats();
   ++stats.leads;
   if (takeover) ++stats.takeovers;
-  if (distributed()) ArmWatchdog();
+  if (distributed()) lease_->StartRenewing();
   auto weak = weak_from_this();
   producer_timer_ = group_.scheduler().After(group_.options().producer_timeout_ms, [weak] {
     if (auto self = weak.lock()) self->OnProducerTimeout();
@@ -230,22 +330,6 @@ void Flight::RunProducer() {
   }
 }
 
-void Flight::ArmWatchdog() {
-  auto weak = weak_from_this();
-  watchdog_timer_ = group_.scheduler().After(group_.options().lock_ttl_ms / 3, [weak] {
-    if (auto self = weak.lock()) self->Renew();
-  });
-}
-
-void Flight::Renew() {
-  watchdog_timer_ = {};
-  if (state_ != State::kLeading) return;
-  group_.link()->RunScript(ScriptId::kRenew, {names_.lock},
-                           {token_, std::to_string(group_.options().lock_ttl_ms)},
-                           [](const Status&, const Reply&) {});
-  ArmWatchdog();
-}
-
 void Flight::OnProducerTimeout() {
   producer_timer_ = {};
   if (state_ != State::kLeading || slot_->used) return;
@@ -253,14 +337,14 @@ void Flight::OnProducerTimeout() {
   slot_->used = true;  // a late done is ignored
   std::string message = "producer did not call done within " +
                         std::to_string(group_.options().producer_timeout_ms) + " ms";
-  if (distributed()) Publish(false, message, "timeout");
+  if (distributed()) Complete(false, message, "timeout");
   Finish(Status(Code::kTimeout, message), nullptr, Source::kLed, 0);
 }
 
-void Flight::OnProduced(bool ok, std::string bytes) {
-  if (state_ != State::kLeading) {
+bool Flight::OnProduced(bool ok, std::string bytes) {
+  if (state_ != State::kLeading || slot_->used) {
     ++group_.mutable_stats().done_ignored;
-    return;
+    return false;
   }
   slot_->used = true;
   Stats& stats = group_.mutable_stats();
@@ -269,46 +353,41 @@ void Flight::OnProduced(bool ok, std::string bytes) {
     std::string message = "value of " + std::to_string(bytes.size()) +
                           " bytes exceeds max_value_bytes " +
                           std::to_string(group_.options().max_value_bytes);
-    if (distributed()) Publish(false, message, "too_large");
-    return Finish(Status(Code::kTooLarge, message), nullptr, Source::kLed, 0);
+    if (distributed()) Complete(false, message, "too_large");
+    Finish(Status(Code::kTooLarge, message), nullptr, Source::kLed, 0);
+    return false;
   }
   if (!ok) {
     ++stats.producer_errors;
-    if (distributed()) Publish(false, bytes, "producer_error");
-    return Finish(Status(Code::kProducerError, std::move(bytes)), nullptr, Source::kLed, 0);
+    if (distributed()) Complete(false, bytes, "producer_error");
+    Finish(Status(Code::kProducerError, std::move(bytes)), nullptr, Source::kLed, 0);
+    return true;
   }
   auto value = std::make_shared<const std::string>(std::move(bytes));
-  if (distributed()) Publish(true, *value, "");
+  if (distributed()) Complete(true, *value, "");
   Finish(Status::Ok(), std::move(value), Source::kLed,
          std::min(group_.options().l1_ttl_ms, group_.options().result_ttl_ms));
+  return true;
 }
 
-// Stores (when ok, or when errors are cached), publishes and releases the
-// lock in one script. The local callers do not wait for its reply.
-void Flight::Publish(bool ok, const std::string& bytes, const std::string& error_code) {
+// Hands the result to the lease, which stores and publishes it while the
+// lock is still ours. The local callers do not wait for Redis.
+void Flight::Complete(bool ok, const std::string& bytes, const std::string& error_code) {
   Envelope envelope;
   envelope.ok = ok;
   (ok ? envelope.value : envelope.error) = bytes;
   envelope.error_code = error_code;
-  envelope.token = token_;
-  envelope.produced_at_ms = WallMs();
+  envelope.token = lease_->token();
+  envelope.produced_at_ms = UnixNowMs();
   const Options& options = group_.options();
-  uint32_t store_ttl = ok ? options.result_ttl_ms : options.error_ttl_ms;
-  group_.RunCompletion({names_.result, names_.lock}, {token_, EncodeEnvelope(envelope),
-                                                      std::to_string(store_ttl), names_.channel});
+  lease_->Complete(EncodeEnvelope(envelope), ok ? options.result_ttl_ms : options.error_ttl_ms);
 }
 
 // --- the end ----------------------------------------------------------------------
 
 void Flight::Abort(const Status& why) {
   if (finished()) return;
-  if (state_ == State::kLeading && distributed()) {
-    if (slot_) slot_->used = true;
-    group_.BeginCloseWork();
-    GroupImpl* group = &group_;
-    group_.link()->RunScript(ScriptId::kRelease, {names_.lock}, {token_},
-                             [group](const Status&, const Reply&) { group->EndCloseWork(); });
-  }
+  if (slot_) slot_->used = true;
   Finish(why, nullptr, Source::kNone, 0);
 }
 
@@ -318,13 +397,14 @@ void Flight::Finish(const Status& status, std::shared_ptr<const std::string> val
   state_ = State::kFinished;
   StopTimers();
   StopListening();
+  if (lease_) lease_->Abandon();  // after Complete this does nothing
   if (status.ok() && !detached_ && l1_ttl_ms > 0) {
     group_.l1().Put(key_, value, group_.scheduler().NowMs() + l1_ttl_ms);
   }
   auto self = shared_from_this();  // the table may hold the last reference
   group_.OnFlightFinished(this);
   live_waiters_ = 0;
-  group_.Resolve(std::move(waiters_), status, std::move(value), source);
+  group_.Resolve(std::move(waiters_), status, std::move(value), source, degraded_);
   waiters_.clear();
 }
 
@@ -336,8 +416,7 @@ void Flight::StopListening() {
 
 void Flight::StopTimers() {
   Scheduler& scheduler = group_.scheduler();
-  scheduler.Cancel(fallback_timer_);
-  scheduler.Cancel(watchdog_timer_);
+  scheduler.Cancel(recheck_timer_);
   scheduler.Cancel(producer_timer_);
 }
 

@@ -1,18 +1,25 @@
 // Flight: the state machine of one key's flight in this process
-// (DESIGN.md, "The flight of one key", steps 2-7; docs/protocol.md).
+// (docs/protocol.md, "The flight of one key" and "Protocol v2").
 //
 //   kStarting --(local-only, or Redis down and degrading)--> kLeading
 //   kStarting --GetOrLock--> kChecking --hit--> kFinished (redis)
 //                                     --lock acquired--> kLeading
 //                                     --lock busy--> kFollowing
-//   kFollowing --message / re-check hit--> kFinished (pubsub / fallback)
+//   kFollowing --holder's message / re-check hit--> kFinished (pubsub / fallback)
 //   kFollowing --re-check takes the lapsed lock--> kLeading (takeover)
 //   kLeading --done / producer error / producer timeout--> kFinished
 //   any --Abort (Close), or no waiter left while not leading--> kFinished
 //
+// The lock token is not the flight's: its Lease owns it (lease.h), so a
+// flight may finish at any moment — a late reply then reaches the lease,
+// which releases what it took. The flight itself never polls: a follower
+// re-checks when the holder's lock would lapse (the PTTL get-or-lock
+// reported), on every (re-)subscription, after a message it cannot trust,
+// and after the link comes back.
+//
 // A flight is owned by shared_ptr: the group's table holds it while it is the
-// key's current flight, and every pending Redis reply or timer holds it too, so
-// a late reply finds a finished flight and does nothing.
+// key's current flight, and every pending reply or timer holds it (or a weak
+// reference), so a late reply finds a finished flight and does nothing.
 #pragma once
 
 #include <algorithm>
@@ -22,6 +29,7 @@
 #include <vector>
 
 #include "key_naming.h"
+#include "lease.h"
 #include "redis_link.h"
 #include "scheduler.h"
 #include "singleflight/group.h"
@@ -73,35 +81,39 @@ class Flight final : public std::enable_shared_from_this<Flight>, public Channel
   void CancelWaiter(const std::shared_ptr<Waiter>& waiter);
   // Begins the flight: the Redis check, or the producer in local-only mode.
   void Start();
+  // The link's command connection went up or down while this flight waited
+  // for it (GroupImpl::WaitForLink).
+  void OnLinkState(bool up);
   // Forget: this flight still answers its callers but no longer fills L1.
   void Detach() { detached_ = true; }
-  // Close: every waiter gets `why`; a held lock is released.
+  // Close: every waiter gets `why`; the lease releases what it holds.
   void Abort(const Status& why);
 
-  // From Done.
-  void OnProduced(bool ok, std::string bytes);
+  // From Done. True when the value was taken (the flight was leading and had
+  // not had its result yet).
+  bool OnProduced(bool ok, std::string bytes);
 
   // ChannelListener
   void OnSubscribed() override;
   void OnMessage(std::string_view payload) override;
 
  private:
-  enum class Check { kFirst, kAfterSubscribe, kFallback, kAfterMalformed };
-
   bool distributed() const;
-  void CheckRedis(Check why);
-  void OnCheckReply(Check why, const Status& status, const Reply& reply);
-  void OnCheckFailed(Check why, const Status& status);
-  void Follow();
-  void ArmFallback();
+  void Check();
+  void OnCheckReply(const Status& status, const Reply& reply);
+  void OnCheckAnswer(const Reply& reply);
+  void WaitForLink();
+  void Degrade(const Status& why);
+  void RunLocally(bool degraded);
+  void Follow(std::string_view holder);
+  void ArmLapseRecheck(long long pttl_ms);
+  void RecheckSoon();
+  bool TrustedHolder(std::string_view token) const;
+  void FinishFromEnvelope(std::string_view bytes, Source source);
   void Lead(bool takeover);
   void RunProducer();
-  void ArmWatchdog();
-  void Renew();
   void OnProducerTimeout();
-  void Publish(bool ok, const std::string& bytes, const std::string& error_code);
-  void RecheckAfterMalformed();
-  void FinishFromEnvelope(std::string_view bytes, Source source, bool from_message);
+  void Complete(bool ok, const std::string& bytes, const std::string& error_code);
   void Finish(const Status& status, std::shared_ptr<const std::string> value, Source source,
               uint64_t l1_ttl_ms);
   void StopListening();
@@ -116,13 +128,23 @@ class Flight final : public std::enable_shared_from_this<Flight>, public Channel
   size_t live_waiters_ = 0;                       // unresolved entries of waiters_
   bool detached_ = false;
   bool listening_ = false;
-  bool local_only_ = false;  // leading without Redis (degraded)
-  std::string token_;        // our lock token while leading
+  bool local_only_ = false;  // leading without Redis
+  bool degraded_ = false;    // ... because Redis could not be reached or read
+  // The lock token's owner; null in local-only groups. Abandoned or
+  // completed exactly once, when the flight stops wanting it.
+  std::shared_ptr<Lease> lease_;
+  bool answered_ = false;         // some check got a server answer
+  bool check_in_flight_ = false;  // one get-or-lock at a time per flight
+  bool recheck_wanted_ = false;   // ... and one more once it is answered
+  int retries_ = 0;               // retryable error replies in a row
+  // The lock holders whose messages we accept: learnt from get-or-lock's busy
+  // replies (the first one, and later holders seen on a re-check).
+  std::vector<std::string> holders_;
   std::shared_ptr<ProductionSlot> slot_;
-  Scheduler::TimerId fallback_timer_;
-  Scheduler::TimerId watchdog_timer_;
+  Scheduler::TimerId recheck_timer_;
   Scheduler::TimerId producer_timer_;
-  uint64_t malformed_recheck_at_ = 0;  // when garbage last made us re-check
+  uint64_t last_message_recheck_ms_ = 0;  // untrusted messages re-check at most this often
+  bool message_rechecked_ = false;
 };
 
 }  // namespace singleflight::internal

@@ -14,6 +14,7 @@ GroupImpl::GroupImpl(Options options, Scheduler* scheduler, std::unique_ptr<Redi
       link_(std::move(link)),
       l1_(options_.l1_max_entries, options_.l1_max_bytes) {
   options_status_ = ValidateOptions();
+  leases_.set_link(link_.get());
   ListenForInvalidations();
 }
 
@@ -39,8 +40,10 @@ GroupImpl* GroupImpl::Create(uv_loop_t* loop, Options options) {
   bool use_redis = options.redis.enabled();
   auto* impl = new GroupImpl(std::move(options), new UvScheduler(loop), nullptr);
   if (use_redis && impl->options_status_.ok()) {
-    impl->link_ = MakeRedisLink(loop, impl->options_.redis,
-                                [impl](bool up, const Status&) { impl->OnLinkState(up); });
+    impl->link_ = MakeRedisLink(
+        loop, impl->options_.redis, [impl](bool up, const Status&) { impl->OnLinkState(up); },
+        [impl](bool up, const Status&) { impl->OnSubscriberState(up); });
+    impl->leases_.set_link(impl->link_.get());
     impl->ListenForInvalidations();
   }
   return impl;
@@ -65,7 +68,6 @@ Status GroupImpl::ValidateOptions() const {
   };
   if (options_.max_key_bytes == 0) return bad("max_key_bytes must be > 0");
   if (options_.lock_ttl_ms < 3) return bad("lock_ttl_ms must be >= 3");
-  if (options_.fallback_interval_ms == 0) return bad("fallback_interval_ms must be > 0");
   if (options_.producer_timeout_ms == 0) return bad("producer_timeout_ms must be > 0");
   if (options_.default_wait_timeout_ms == 0) return bad("default_wait_timeout_ms must be > 0");
   return Status::Ok();
@@ -144,7 +146,8 @@ void GroupImpl::ResolveOne(const std::shared_ptr<Waiter>& waiter, const Status& 
 }
 
 void GroupImpl::Resolve(std::vector<std::shared_ptr<Waiter>> waiters, const Status& status,
-                        std::shared_ptr<const std::string> value, Source source) {
+                        std::shared_ptr<const std::string> value, Source source,
+                        bool degraded) {
   // Callers that already left (timeout, cancel) have their own delivery.
   EraseResolved(waiters);
   if (waiters.empty()) return;
@@ -157,6 +160,7 @@ void GroupImpl::Resolve(std::vector<std::shared_ptr<Waiter>> waiters, const Stat
   result.status = status;
   result.value_ptr = status.ok() ? std::move(value) : nullptr;
   result.source = source;
+  result.degraded = degraded;
   result.shared = live > 1 || (source != Source::kLed && result.value_ptr != nullptr);
   scheduler_->Defer([waiters = std::move(waiters), result = std::move(result)]() mutable {
     for (auto& waiter : waiters) {
@@ -205,7 +209,10 @@ void GroupImpl::ForgetInRedis(std::string key) {
   link_->RunScript(ScriptId::kForget, {names.result},
                    {InvalidationChannel(options_.key_prefix), key},
                    [this, key](const Status& status, const Reply&) {
-                     if (status.code() == Code::kUnavailable && !closing_) QueueForget(key);
+                     // Forget is idempotent: resend whether or not it ran.
+                     bool lost = status.code() == Code::kUnavailable ||
+                                 status.code() == Code::kTimeout;
+                     if (lost && !closing_) QueueForget(key);
                    });
 }
 
@@ -219,41 +226,27 @@ Stats GroupImpl::stats() const {
   return copy;
 }
 
-void GroupImpl::RunCompletion(std::vector<std::string> keys, std::vector<std::string> args) {
-  PendingCompletion retry{keys, args, scheduler_->NowMs() + options_.lock_ttl_ms};
-  link_->RunScript(ScriptId::kComplete, std::move(keys), std::move(args),
-                   [this, retry = std::move(retry)](const Status& status, const Reply&) mutable {
-                     if (status.code() != Code::kUnavailable || closing_) return;
-                     if (scheduler_->NowMs() >= retry.give_up_at_ms) return;
-                     completions_to_retry_.push_back(std::move(retry));
-                   });
-}
-
-void GroupImpl::RetryCompletions() {
-  auto retries = std::move(completions_to_retry_);
-  completions_to_retry_.clear();
-  uint64_t now = scheduler_->NowMs();
-  for (auto& retry : retries) {
-    if (now >= retry.give_up_at_ms) continue;
-    ++stats_.completion_retries;
-    RunCompletion(std::move(retry.keys), std::move(retry.args));
-  }
-}
-
 void GroupImpl::OnLinkState(bool up) {
   if (up) {
     if (ever_up_) ++stats_.reconnects;
     ever_up_ = true;
-    RetryCompletions();
+    leases_.OnLinkUp();
     auto forgets = std::move(forgets_to_retry_);
     forgets_to_retry_.clear();
     for (auto& key : forgets) ForgetInRedis(std::move(key));
   }
   auto waiting = std::move(waiting_for_link_);
   waiting_for_link_.clear();
-  for (auto& flight : waiting) {
-    if (!flight->finished()) flight->Start();
+  for (auto& flight : waiting) flight->OnLinkState(up);
+}
+
+void GroupImpl::OnSubscriberState(bool up) {
+  if (!up) {
+    ++stats_.subscriber_errors;
+    return;
   }
+  if (subscriber_ever_up_) ++stats_.subscriber_reconnects;
+  subscriber_ever_up_ = true;
 }
 
 void GroupImpl::Close(std::function<void()> done) {
@@ -271,12 +264,13 @@ void GroupImpl::Close(std::function<void()> done) {
   detached_.clear();
   waiting_for_link_.clear();
   // Deferred tasks run in order: this one runs after every callback above.
-  BeginCloseWork();
-  scheduler_->Defer([this] { EndCloseWork(); });
+  // The leases drain before any connection closes: completions written and
+  // answered, locks released (docs/protocol.md, "Close").
+  scheduler_->Defer([this] { leases_.Drain([this] { CloseLink(); }); });
 }
 
-void GroupImpl::EndCloseWork() {
-  if (--close_work_ > 0 || close_started_ || !closing_) return;
+void GroupImpl::CloseLink() {
+  if (close_started_) return;
   close_started_ = true;
   auto shutdown_scheduler = [this] { scheduler_->Shutdown([this] { FinishClose(); }); };
   if (link_) {
@@ -301,17 +295,13 @@ void GroupImpl::FinishClose() {
 bool Done::operator()(std::string value) const {
   if (!slot_ || slot_->used) return false;
   auto flight = slot_->flight.lock();
-  if (!flight) return false;
-  flight->OnProduced(true, std::move(value));
-  return true;
+  return flight && flight->OnProduced(true, std::move(value));
 }
 
 bool Done::Fail(std::string message) const {
   if (!slot_ || slot_->used) return false;
   auto flight = slot_->flight.lock();
-  if (!flight) return false;
-  flight->OnProduced(false, std::move(message));
-  return true;
+  return flight && flight->OnProduced(false, std::move(message));
 }
 
 bool Call::Cancel() {

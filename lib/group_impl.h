@@ -1,9 +1,12 @@
 // GroupImpl: the group's table of flights, its caches, its Redis link and its
-// lifecycle. The flight state machine itself lives in flight.cpp.
+// lifecycle. The flight state machine lives in flight.cpp, the lock tokens
+// in lease.cpp.
 //
 // Lifetime: created by Group (or a test) with new; Close() ends it: pending
-// callers get kClosed, held locks are released, the Redis link and the
-// scheduler are shut down, the close callbacks run and then it deletes itself.
+// callers get kClosed, then the leases drain (completions written, held and
+// possibly-held locks released, each bounded by the command timeout), then
+// the Redis link and the scheduler are shut down, the close callbacks run
+// and it deletes itself.
 #pragma once
 
 #include <uv.h>
@@ -18,6 +21,7 @@
 
 #include "flight.h"
 #include "l1_cache.h"
+#include "lease.h"
 #include "redis_link.h"
 #include "scheduler.h"
 #include "singleflight/group.h"
@@ -51,8 +55,10 @@ class GroupImpl {
   Stats& mutable_stats() { return stats_; }
   L1Cache& l1() { return l1_; }
   RedisLink* link() { return link_.get(); }
-  // A flight started before the first connect attempt settled waits here,
-  // so that a group used right after construction does not degrade at once.
+  LeaseSet& leases() { return leases_; }
+  // A flight waits here for the link's next change of state: before the
+  // first connect attempt settled (so a group used right after construction
+  // does not degrade at once), and after a command whose outcome is unknown.
   void WaitForLink(std::shared_ptr<Flight> flight) {
     waiting_for_link_.push_back(std::move(flight));
   }
@@ -60,22 +66,13 @@ class GroupImpl {
   void OnFlightFinished(Flight* flight);
   // Decides each waiter's result now and delivers it from the loop.
   void Resolve(std::vector<std::shared_ptr<Waiter>> waiters, const Status& status,
-               std::shared_ptr<const std::string> value, Source source);
+               std::shared_ptr<const std::string> value, Source source, bool degraded = false);
   // Resolves one waiter that gives up (timeout, cancel).
   void ResolveOne(const std::shared_ptr<Waiter>& waiter, const Status& status);
-  // Runs the Complete script. If the connection drops before it answers, it
-  // is sent again once the link is back (while the lease it was for could
-  // still be live): a lost completion would otherwise leave followers
-  // waiting for the lock to lapse, and one of them would run the producer
-  // again. Complete is idempotent for the same token and envelope.
-  void RunCompletion(std::vector<std::string> keys, std::vector<std::string> args);
 
-  // The link's command connection went up or down.
+  // The link's command / subscriber connection went up or down.
   void OnLinkState(bool up);
-  // Redis work that Close must wait for (lock releases); bounded by the
-  // command timeout.
-  void BeginCloseWork() { ++close_work_; }
-  void EndCloseWork();
+  void OnSubscriberState(bool up);
 
  private:
   ~GroupImpl();
@@ -83,13 +80,13 @@ class GroupImpl {
   Status ValidateOptions() const;
   Call Reject(Status status);
   void ArmDeadline(const std::shared_ptr<Waiter>& waiter, uint32_t timeout_ms);
+  void CloseLink();
   void FinishClose();
   // Debug builds abort when the group is used from a thread other than the
   // one that created it: the group is single-loop by contract, and a race
   // here would corrupt memory silently.
   void CheckThread() const;
   void ListenForInvalidations();
-  void RetryCompletions();
   void ForgetInRedis(std::string key);
   void QueueForget(std::string key);
   static constexpr size_t kMaxQueuedForgets = 10000;
@@ -120,16 +117,13 @@ class GroupImpl {
   // Flights dropped from the table by Forget that still answer their callers.
   std::unordered_map<Flight*, std::shared_ptr<Flight>> detached_;
   std::vector<std::shared_ptr<Flight>> waiting_for_link_;
-  struct PendingCompletion {
-    std::vector<std::string> keys;
-    std::vector<std::string> args;
-    uint64_t give_up_at_ms;
-  };
-  std::vector<PendingCompletion> completions_to_retry_;
   std::vector<std::string> forgets_to_retry_;  // Forgets waiting for the link
+  // Every lock token this process may hold; drained by Close before the
+  // link closes.
+  LeaseSet leases_{*scheduler_, stats_, options_};
   bool ever_up_ = false;
+  bool subscriber_ever_up_ = false;
   bool closing_ = false;
-  int close_work_ = 0;
   bool close_started_ = false;
   std::vector<std::function<void()>> close_done_;
   std::function<void(const Stats&)> on_free_;

@@ -12,7 +12,8 @@ constexpr std::string_view kGetOrLockSource = R"lua(
 local stored = redis.call('GET', KEYS[1])
 if stored then return {1, stored} end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end
-if redis.call('GET', KEYS[2]) == ARGV[1] then
+local holder = redis.call('GET', KEYS[2])
+if holder == ARGV[1] then
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
   return {2}
 end
@@ -21,7 +22,7 @@ if pttl < 0 then
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
   pttl = tonumber(ARGV[2])
 end
-return {0, pttl}
+return {0, pttl, holder}
 )lua";
 
 constexpr std::string_view kRenewSource = R"lua(
@@ -33,20 +34,25 @@ return 0
 
 constexpr std::string_view kCompleteSource = R"lua(
 local ttl = tonumber(ARGV[3])
-if not ttl then return redis.error_reply('ERR store_ttl_ms is not a number') end
-if ttl > 0 then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
-local receivers = redis.call('PUBLISH', ARGV[4], ARGV[2])
-local ours = 0
-if redis.call('GET', KEYS[2]) == ARGV[1] then
-  redis.call('DEL', KEYS[2])
-  ours = 1
+if not ttl or ttl < 0 then
+  return redis.error_reply('ERR store_ttl_ms must be a non-negative integer')
 end
-return {ours, receivers}
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return {0, 0, 0} end
+local stored = 0
+if ttl > 0 then
+  local set = redis.pcall('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  if type(set) == 'table' and set.ok then stored = 1 end
+end
+local receivers = redis.call('PUBLISH', ARGV[4], ARGV[2])
+redis.call('DEL', KEYS[2])
+return {1, receivers, stored}
 )lua";
 
 constexpr std::string_view kReleaseSource = R"lua(
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+  redis.call('DEL', KEYS[1])
+  if ARGV[2] then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+  return 1
 end
 return 0
 )lua";

@@ -24,28 +24,34 @@ namespace singleflight::internal {
 enum class ScriptId {
   // KEYS[1]=result key, KEYS[2]=lock key; ARGV[1]=token, ARGV[2]=lock_ttl_ms.
   // Replies:
-  //   {1, envelope}  the result exists (kGetOrLockHit);
+  //   {1, envelope}  the result exists; the lock is not touched (kGetOrLockHit);
   //   {2}            the lock is now ours: SET NX PX succeeded, or the lock
   //                  already held ARGV[1] and its TTL was reset to lock_ttl_ms
-  //                  (so a retry after a lost reply is not locked out by its
-  //                  own lock) (kGetOrLockAcquired);
-  //   {0, pttl_ms}   another token holds the lock for pttl_ms more
-  //                  (kGetOrLockBusy). A lock without a TTL (never written by
-  //                  this protocol) is given lock_ttl_ms first, so a stray key
-  //                  cannot block the flight forever.
+  //                  (so a retry after a lost reply settles its own token)
+  //                  (kGetOrLockAcquired);
+  //   {0, pttl_ms, holder}  another token, `holder`, holds the lock for
+  //                  pttl_ms more (kGetOrLockBusy). A lock without a TTL (never
+  //                  written by this protocol) is given lock_ttl_ms first, so a
+  //                  stray key cannot block the flight forever. v1 scripts
+  //                  answered {0, pttl_ms}: readers treat a missing holder as
+  //                  "unknown holder" (no message is trusted until a re-check).
   kGetOrLock,
   // KEYS[1]=lock; ARGV[1]=token, ARGV[2]=lock_ttl_ms.
-  // Reply: 1 if the lock held the token and its TTL was reset, else 0.
+  // Reply: 1 if the lock held the token and its TTL was reset, else 0 (the
+  // lease is lost: stop renewing).
   kRenew,
   // KEYS[1]=result, KEYS[2]=lock; ARGV[1]=token, ARGV[2]=envelope,
   // ARGV[3]=store_ttl_ms (0: do not store), ARGV[4]=channel.
-  // SET result envelope PX store_ttl_ms (when > 0), PUBLISH channel envelope,
-  // DEL lock if it holds the token. Reply: {lock_was_ours 1/0, receivers}
-  // where receivers is PUBLISH's count. A non-numeric store_ttl_ms is an
-  // error reply and changes nothing.
+  // Fenced: only while the lock holds ARGV[1], SET result envelope PX
+  // store_ttl_ms (when > 0; a refused SET, e.g. OOM, does not stop the rest),
+  // PUBLISH channel envelope, DEL lock. Reply: {1, receivers, stored 1/0}, or
+  // {0, 0, 0} when the lock is not ours (nothing written). A store_ttl_ms that
+  // is not a non-negative integer is an error reply and changes nothing.
   kComplete,
-  // KEYS[1]=lock; ARGV[1]=token. DEL the lock if it holds the token.
-  // Reply: 1 if deleted, else 0.
+  // KEYS[1]=lock; ARGV[1]=token, ARGV[2]=channel, ARGV[3]=release notice.
+  // If the lock holds the token: DEL it and PUBLISH the notice (so followers
+  // re-check at once instead of when the lock would lapse). Reply: 1 if
+  // deleted, else 0. Without ARGV[2] nothing is published (v1's form).
   kRelease,
   // KEYS[1]=result; ARGV[1]=invalidation channel, ARGV[2]=raw user key.
   // DEL result, PUBLISH channel key. Reply: DEL's count (0 or 1).

@@ -471,6 +471,9 @@ void Connection::Answer(PendingCommand* command, const redisAsyncContext* ac, re
                      ? *abort_status_
                      : Unavailable("connection to " + Address() +
                                    " lost: " + (ac->c.err != 0 ? ac->c.errstr : "closed"));
+    // The command was written (or queued in hiredis): it may have run. Say
+    // so with kTimeout, so that a caller holding a lock token keeps it.
+    if (why.code() != Code::kClosed) why = Status(Code::kTimeout, why.message());
     Defer(std::move(command->callback), std::move(why));
   } else {
     command->callback(Status::Ok(), ToReply(reply));

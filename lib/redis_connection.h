@@ -3,8 +3,12 @@
 //
 // Contract:
 // - Every Command callback runs exactly once: with the reply, or with a non-ok
-//   Status (kUnavailable on timeout/disconnect/not connected, kClosed on
-//   Close). Never synchronously inside Command(). Never after Close's `done`.
+//   Status. Never synchronously inside Command(). Never after Close's `done`.
+//   The code says whether the command may have run (lib/redis_errors.h):
+//   kUnavailable — never written (not connected): it did not run;
+//   kTimeout — written, but the answer was lost (command timeout, dropped
+//   connection): it may have run, now or later;
+//   kClosed — Close() ended it, written or not.
 // - The connection (re)connects by itself, forever, with exponential backoff
 //   and full jitter, until Close. Host names are resolved with uv_getaddrinfo.
 // - AUTH and SELECT from RedisOptions run before the connection counts as up;

@@ -52,6 +52,9 @@ class RedisLink {
   // caller failed for it is told the real reason.
   virtual Status last_error() const = 0;
   // Runs a script; the callback runs exactly once, never inside RunScript.
+  // Its status says whether the script may have run (lib/redis_errors.h):
+  // ok (with the reply, maybe an error reply), kUnavailable (never sent),
+  // kTimeout (sent, answer lost: it may have run), kClosed (after Close).
   virtual void RunScript(ScriptId script, std::vector<std::string> keys,
                          std::vector<std::string> args, ReplyCallback callback) = 0;
   // Adds/removes a listener of a channel. After Unlisten returns, the
@@ -62,9 +65,10 @@ class RedisLink {
   virtual void Close(std::function<void()> done) = 0;
 };
 
-// The real link over two RedisConnections. `on_state` reports the command
-// connection's ups and downs; `on_reconnect` counts reconnects.
+// The real link over two RedisConnections. `on_command_state` and
+// `on_subscriber_state` report each connection's ups and downs.
 std::unique_ptr<RedisLink> MakeRedisLink(uv_loop_t* loop, const RedisOptions& options,
-                                         RedisLink::StateCallback on_state);
+                                         RedisLink::StateCallback on_command_state,
+                                         RedisLink::StateCallback on_subscriber_state);
 
 }  // namespace singleflight::internal

@@ -56,17 +56,24 @@ class FakeLink final : public RedisLink {
     }
     ADD_FAILURE() << "no pending call of that script";
   }
-  // Fails the oldest unanswered call of `script` as a dropped connection would.
-  void Drop(ScriptId script) {
+  // Fails the oldest unanswered call of `script` as a dropped connection
+  // would: it was written, so it may have run (kTimeout).
+  void Drop(ScriptId script) { Fail(script, Status(Code::kTimeout, "connection lost")); }
+  void Fail(ScriptId script, const Status& status) {
     for (auto& call : calls) {
       if (call.script == script && call.callback) {
         auto callback = std::move(call.callback);
         call.callback = nullptr;
-        callback(Status(Code::kUnavailable, "connection lost"), Reply{});
+        callback(status, Reply{});
         return;
       }
     }
     ADD_FAILURE() << "no pending call of that script";
+  }
+  int Pending(ScriptId script) const {
+    int n = 0;
+    for (auto& call : calls) n += call.script == script && call.callback != nullptr;
+    return n;
   }
   int Count(ScriptId script) const {
     int n = 0;
@@ -137,9 +144,18 @@ Reply Hit(std::string envelope) {
 Reply Acquired() {
   return Arr({Int(2)});
 }
-Reply Busy() {
-  return Arr({Int(0), Int(5000)});
+Reply Err(std::string message) {
+  Reply r;
+  r.type = Reply::Type::kError;
+  r.str = std::move(message);
+  return r;
 }
+// The holder every busy reply names; the envelopes above carry its token.
+const std::string kHolder(16, 't');
+Reply Busy() {
+  return Arr({Int(0), Int(5000), Str(kHolder)});
+}
+constexpr uint32_t kBusyPttl = 5000;
 
 class FlightDistributedTest : public ::testing::Test {
  protected:
@@ -149,11 +165,17 @@ class FlightDistributedTest : public ::testing::Test {
     bool closed = false;
     group_->Close([&] { closed = true; });
     clock_->RunPending();
-    // A leader's release must be answered before the close completes.
-    while (!closed && link_->Count(ScriptId::kRelease) > 0) {
-      link_->Answer(ScriptId::kRelease, Int(1));
+    // Close drains the leases: answer what they wrote, then let the drain's
+    // bound end whatever is left unanswered.
+    while (!closed && (link_->Pending(ScriptId::kRelease) > 0 ||
+                       link_->Pending(ScriptId::kComplete) > 0)) {
+      if (link_->Pending(ScriptId::kRelease) > 0) link_->Answer(ScriptId::kRelease, Int(1));
+      if (link_->Pending(ScriptId::kComplete) > 0) {
+        link_->Answer(ScriptId::kComplete, Arr({Int(1), Int(0), Int(1)}));
+      }
       clock_->RunPending();
     }
+    if (!closed) clock_->Advance(2 * Options{}.redis.command_timeout_ms + 100);
     EXPECT_TRUE(closed);
   }
   void Make(Options options) {
@@ -233,8 +255,8 @@ TEST_F(FlightDistributedTest, FollowerRechecksOnceSubscribedAndFindsTheResult) {
   link_->Answer(ScriptId::kGetOrLock, Hit(OkEnvelope("v")));
   clock_->RunPending();
   ASSERT_EQ(results_.size(), 1u);
-  EXPECT_EQ(results_[0].source, Source::kRedisCache);
-  EXPECT_EQ(group_->stats().fallback_checks, 0u);
+  EXPECT_EQ(results_[0].source, Source::kFallbackGet);  // found by a re-check
+  EXPECT_EQ(group_->stats().fallback_checks, 0u);      // none timed
   EXPECT_EQ(link_->ListenerCount(), 0u);
 }
 
@@ -275,23 +297,26 @@ TEST_F(FlightDistributedTest, MalformedMessageIsDroppedAndRechecked) {
   EXPECT_EQ(results_[0].source, Source::kFallbackGet);
 }
 
-TEST_F(FlightDistributedTest, GarbageFloodCostsAtMostOneRecheckPerInterval) {
+TEST_F(FlightDistributedTest, GarbageFloodCostsAtMostOneRecheckPerSpacing) {
   (void)DoKey("k");
   link_->Answer(ScriptId::kGetOrLock, Busy());
   for (int i = 0; i < 100; ++i) link_->OnlyListener()->OnMessage("garbage");
   EXPECT_EQ(group_->stats().malformed_dropped, 100u);
   EXPECT_EQ(link_->Count(ScriptId::kGetOrLock), 2);  // the first check + one re-check
-  clock_->Advance(Options{}.fallback_interval_ms);
+  link_->Answer(ScriptId::kGetOrLock, Busy());
+  clock_->Advance(100);
   link_->OnlyListener()->OnMessage("garbage");
-  EXPECT_EQ(link_->Count(ScriptId::kGetOrLock), 4);  // + the fallback + one more
+  EXPECT_EQ(link_->Count(ScriptId::kGetOrLock), 3);  // one more per 100 ms
 }
 
-TEST_F(FlightDistributedTest, FallbackTimerTakesOverALapsedLock) {
-  (void)DoKey("k");
+TEST_F(FlightDistributedTest, RecheckWhenTheLockWouldLapseTakesItOver) {
+  (void)DoKey("k", CallOptions{60000});
   link_->Answer(ScriptId::kGetOrLock, Busy());
   link_->OnlyListener()->OnSubscribed();
   link_->Answer(ScriptId::kGetOrLock, Busy());
-  clock_->Advance(Options{}.fallback_interval_ms);
+  clock_->Advance(kBusyPttl - 1);
+  EXPECT_EQ(link_->Count(ScriptId::kGetOrLock), 2);  // no polling before the lapse
+  clock_->Advance(1 + Options{}.lock_ttl_ms / 50);
   EXPECT_EQ(group_->stats().fallback_checks, 1u);
   link_->Answer(ScriptId::kGetOrLock, Acquired());
   EXPECT_EQ(runs_, 1);
@@ -303,10 +328,10 @@ TEST_F(FlightDistributedTest, FallbackTimerTakesOverALapsedLock) {
   EXPECT_EQ(results_[0].source, Source::kLed);
 }
 
-TEST_F(FlightDistributedTest, FallbackHitIsSourcedAsFallback) {
-  (void)DoKey("k");
+TEST_F(FlightDistributedTest, RecheckHitIsSourcedAsFallback) {
+  (void)DoKey("k", CallOptions{60000});
   link_->Answer(ScriptId::kGetOrLock, Busy());
-  clock_->Advance(Options{}.fallback_interval_ms);
+  clock_->Advance(kBusyPttl + Options{}.lock_ttl_ms / 50);
   link_->Answer(ScriptId::kGetOrLock, Hit(OkEnvelope("v")));
   clock_->RunPending();
   ASSERT_EQ(results_.size(), 1u);
@@ -347,13 +372,15 @@ TEST_F(FlightDistributedTest, LostCompletionIsSentAgainOnReconnect) {
   link_->Answer(ScriptId::kGetOrLock, Acquired());
   parked_[0]("v");
   std::vector<std::string> first_args = link_->Last(ScriptId::kComplete)->args;
+  link_->up_ = false;
   link_->Drop(ScriptId::kComplete);
   EXPECT_EQ(link_->Count(ScriptId::kComplete), 1);  // nothing until the link is back
+  link_->up_ = true;
   group_->OnLinkState(true);
   ASSERT_EQ(link_->Count(ScriptId::kComplete), 2);
   EXPECT_EQ(link_->Last(ScriptId::kComplete)->args, first_args);  // same token, same envelope
   EXPECT_EQ(group_->stats().completion_retries, 1u);
-  link_->Answer(ScriptId::kComplete, Arr({Int(1), Int(0)}));
+  link_->Answer(ScriptId::kComplete, Arr({Int(1), Int(0), Int(1)}));
   group_->OnLinkState(true);
   EXPECT_EQ(link_->Count(ScriptId::kComplete), 2);  // answered: not sent again
 }
@@ -362,10 +389,14 @@ TEST_F(FlightDistributedTest, LostCompletionIsNotRetriedOnceItsLeaseIsOver) {
   (void)DoKey("k");
   link_->Answer(ScriptId::kGetOrLock, Acquired());
   parked_[0]("v");
+  link_->up_ = false;
   link_->Drop(ScriptId::kComplete);
   clock_->Advance(Options{}.lock_ttl_ms);  // a follower may lead by now
+  link_->up_ = true;
   group_->OnLinkState(true);
   EXPECT_EQ(link_->Count(ScriptId::kComplete), 1);
+  EXPECT_EQ(group_->stats().leases_lost, 1u);
+  EXPECT_EQ(link_->Count(ScriptId::kRelease), 1);  // a lost renewal answer may have kept it
 }
 
 TEST_F(FlightDistributedTest, TooLargeValueTellsFollowersSo) {
@@ -396,6 +427,8 @@ TEST_F(FlightDistributedTest, RedisDownDegradesToLocalOnly) {
   clock_->RunPending();
   ASSERT_EQ(results_.size(), 2u);
   EXPECT_TRUE(results_[0].ok());
+  EXPECT_TRUE(results_[0].degraded);
+  EXPECT_TRUE(results_[1].degraded);
   EXPECT_EQ(group_->stats().degraded_calls, 1u);
 }
 
@@ -478,6 +511,253 @@ TEST_F(FlightDistributedTest, ForgetDeletesAndBroadcasts) {
   ASSERT_NE(forget, nullptr);
   EXPECT_EQ(forget->keys, (std::vector<std::string>{"sf:{k}:result"}));
   EXPECT_EQ(forget->args, (std::vector<std::string>{"sf:invalidate", "k"}));
+}
+
+// --- protocol v2: each of these was a way v1 lost a lock token or trusted a
+// message it should not have (docs/protocol.md, "Protocol v2").
+
+std::string EnvelopeFrom(std::string token, std::string value) {
+  Envelope e;
+  e.ok = true;
+  e.value = std::move(value);
+  e.token = std::move(token);
+  e.produced_at_ms = 1;
+  return EncodeEnvelope(e);
+}
+
+TEST_F(FlightDistributedTest, LockTakenAfterTheLastCallerLeftIsReleased) {
+  (void)DoKey("k", CallOptions{100});
+  clock_->Advance(100);  // the caller times out while the first check is out
+  ASSERT_EQ(results_.size(), 1u);
+  EXPECT_EQ(group_->stats().inflight, 0u);  // the slot is free at once
+  link_->Answer(ScriptId::kGetOrLock, Acquired());
+  EXPECT_EQ(runs_, 0);
+  ASSERT_EQ(link_->Count(ScriptId::kRelease), 1);
+  EXPECT_EQ(link_->Last(ScriptId::kRelease)->args[0], link_->calls[0].args[0]);
+  link_->Answer(ScriptId::kRelease, Int(1));
+  EXPECT_EQ(group_->stats().leases_released, 1u);
+}
+
+TEST_F(FlightDistributedTest, RecheckThatTakesTheLockAfterTheMessageReleasesIt) {
+  (void)DoKey("k");
+  link_->Answer(ScriptId::kGetOrLock, Busy());
+  link_->OnlyListener()->OnSubscribed();  // a re-check goes out
+  link_->OnlyListener()->OnMessage(OkEnvelope("v"));
+  clock_->RunPending();
+  ASSERT_EQ(results_.size(), 1u);
+  link_->Answer(ScriptId::kGetOrLock, Acquired());  // the late {2}
+  EXPECT_EQ(link_->Count(ScriptId::kRelease), 1);
+  EXPECT_EQ(runs_, 0);
+}
+
+TEST_F(FlightDistributedTest, FollowerWhoseCallersLeftDuringTheFirstCheckDoesNotFollow) {
+  (void)DoKey("k", CallOptions{100});
+  clock_->Advance(100);
+  link_->Answer(ScriptId::kGetOrLock, Busy());
+  EXPECT_EQ(link_->ListenerCount(), 0u);
+  EXPECT_EQ(link_->Count(ScriptId::kGetOrLock), 1);
+}
+
+TEST_F(FlightDistributedTest, FirstCheckWithALostAnswerKeepsItsTokenAndRechecks) {
+  (void)DoKey("k");
+  std::string token = link_->calls[0].args[0];
+  link_->up_ = false;
+  link_->Drop(ScriptId::kGetOrLock);  // it may have taken the lock
+  EXPECT_EQ(runs_, 0);                // not an outage: no local run
+  EXPECT_EQ(group_->stats().degraded_calls, 0u);
+  EXPECT_EQ(group_->stats().unknown_outcomes, 1u);
+  link_->up_ = true;
+  group_->OnLinkState(true);
+  ASSERT_EQ(link_->Count(ScriptId::kGetOrLock), 2);
+  EXPECT_EQ(link_->Last(ScriptId::kGetOrLock)->args[0], token);  // the same token
+  link_->Answer(ScriptId::kGetOrLock, Acquired());
+  EXPECT_EQ(runs_, 1);
+}
+
+TEST_F(FlightDistributedTest, FirstCheckDegradesOnlyWhenTheLinkCannotBeReestablished) {
+  (void)DoKey("k");
+  link_->up_ = false;
+  link_->Drop(ScriptId::kGetOrLock);
+  group_->OnLinkState(false);  // a reconnect attempt failed
+  EXPECT_EQ(runs_, 1);
+  parked_[0]("v");
+  clock_->RunPending();
+  ASSERT_EQ(results_.size(), 1u);
+  EXPECT_TRUE(results_[0].degraded);
+  // The token that may hold the lock is released once Redis is back.
+  link_->up_ = true;
+  group_->OnLinkState(true);
+  EXPECT_EQ(link_->Count(ScriptId::kRelease), 1);
+}
+
+TEST_F(FlightDistributedTest, FatalErrorReplyFailsCallersWithTheServersWords) {
+  (void)DoKey("k");
+  link_->Answer(ScriptId::kGetOrLock, Err("OOM command not allowed when used memory > 'maxmemory'"));
+  clock_->RunPending();
+  ASSERT_EQ(results_.size(), 1u);
+  EXPECT_EQ(results_[0].status.code(), Code::kUnavailable);
+  EXPECT_NE(results_[0].status.message().find("OOM"), std::string::npos);
+  EXPECT_FALSE(results_[0].degraded);
+  EXPECT_EQ(runs_, 0);
+  EXPECT_EQ(group_->stats().error_replies_fatal, 1u);
+}
+
+TEST_F(FlightDistributedTest, ClusterRedirectionSaysClusterIsNotSupported) {
+  (void)DoKey("k");
+  link_->Answer(ScriptId::kGetOrLock, Err("MOVED 15880 127.0.0.1:7002"));
+  clock_->RunPending();
+  ASSERT_EQ(results_.size(), 1u);
+  EXPECT_NE(results_[0].status.message().find("Cluster is not supported"), std::string::npos);
+  EXPECT_EQ(runs_, 0);
+}
+
+TEST_F(FlightDistributedTest, RetryableErrorReplyIsRetriedWithBackoff) {
+  (void)DoKey("k");
+  link_->Answer(ScriptId::kGetOrLock, Err("BUSY Redis is busy running a script"));
+  EXPECT_EQ(group_->stats().error_replies_retryable, 1u);
+  clock_->Advance(9);
+  EXPECT_EQ(link_->Count(ScriptId::kGetOrLock), 1);
+  clock_->Advance(1);
+  ASSERT_EQ(link_->Count(ScriptId::kGetOrLock), 2);
+  link_->Answer(ScriptId::kGetOrLock, Err("LOADING Redis is loading the dataset in memory"));
+  clock_->Advance(20);
+  ASSERT_EQ(link_->Count(ScriptId::kGetOrLock), 3);
+  link_->Answer(ScriptId::kGetOrLock, Acquired());
+  EXPECT_EQ(runs_, 1);
+}
+
+TEST_F(FlightDistributedTest, MessageFromAnotherTokenIsDroppedAndRechecked) {
+  (void)DoKey("k");
+  link_->Answer(ScriptId::kGetOrLock, Busy());
+  link_->OnlyListener()->OnMessage(EnvelopeFrom(std::string(16, 'x'), "forged"));
+  EXPECT_EQ(group_->stats().foreign_dropped, 1u);
+  EXPECT_TRUE(results_.empty());
+  ASSERT_EQ(link_->Count(ScriptId::kGetOrLock), 2);
+  link_->Answer(ScriptId::kGetOrLock, Busy());  // the holder is still at work
+  link_->OnlyListener()->OnMessage(OkEnvelope("real"));
+  clock_->RunPending();
+  ASSERT_EQ(results_.size(), 1u);
+  EXPECT_EQ(results_[0].value(), "real");
+}
+
+TEST_F(FlightDistributedTest, LaterHolderSeenOnARecheckIsTrusted) {
+  (void)DoKey("k", CallOptions{60000});
+  link_->Answer(ScriptId::kGetOrLock, Busy());
+  std::string later(16, 'n');
+  clock_->Advance(kBusyPttl + Options{}.lock_ttl_ms / 50);
+  link_->Answer(ScriptId::kGetOrLock, Arr({Int(0), Int(5000), Str(later)}));
+  link_->OnlyListener()->OnMessage(EnvelopeFrom(later, "v2"));
+  clock_->RunPending();
+  ASSERT_EQ(results_.size(), 1u);
+  EXPECT_EQ(results_[0].value(), "v2");
+}
+
+TEST_F(FlightDistributedTest, ReleaseNoticeFromTheHolderRechecksAtOnce) {
+  (void)DoKey("k");
+  link_->Answer(ScriptId::kGetOrLock, Busy());
+  link_->OnlyListener()->OnMessage(EncodeReleaseNotice(kHolder, 1));
+  ASSERT_EQ(link_->Count(ScriptId::kGetOrLock), 2);
+  link_->Answer(ScriptId::kGetOrLock, Acquired());
+  EXPECT_EQ(runs_, 1);
+  EXPECT_EQ(group_->stats().takeovers, 1u);
+}
+
+TEST_F(FlightDistributedTest, RenewAnsweredZeroMeansTheLeaseIsLost) {
+  (void)DoKey("k", CallOptions{60000});
+  link_->Answer(ScriptId::kGetOrLock, Acquired());
+  uint32_t ttl = Options{}.lock_ttl_ms;
+  clock_->Advance(ttl / 3);
+  link_->Answer(ScriptId::kRenew, Int(0));
+  EXPECT_EQ(group_->stats().leases_lost, 1u);
+  clock_->Advance(ttl);
+  EXPECT_EQ(link_->Count(ScriptId::kRenew), 1);  // stopped renewing
+  EXPECT_TRUE(parked_[0]("stale"));
+  EXPECT_EQ(link_->Count(ScriptId::kComplete), 0);  // a lost lease writes nothing
+  clock_->RunPending();
+  ASSERT_EQ(results_.size(), 1u);
+  EXPECT_EQ(results_[0].value(), "stale");  // its own caller still gets it
+}
+
+TEST_F(FlightDistributedTest, CompletionFencedOutCountsALostLease) {
+  (void)DoKey("k");
+  link_->Answer(ScriptId::kGetOrLock, Acquired());
+  parked_[0]("v");
+  link_->Answer(ScriptId::kComplete, Arr({Int(0), Int(0), Int(0)}));
+  EXPECT_EQ(group_->stats().leases_lost, 1u);
+}
+
+TEST_F(FlightDistributedTest, CompletionRefusedForGoodReleasesTheLock) {
+  (void)DoKey("k");
+  link_->Answer(ScriptId::kGetOrLock, Acquired());
+  parked_[0]("v");
+  link_->Answer(ScriptId::kComplete, Err("NOPERM this user has no permissions"));
+  ASSERT_EQ(link_->Count(ScriptId::kRelease), 1);  // a follower takes over at once
+  EXPECT_EQ(group_->stats().error_replies_fatal, 1u);
+}
+
+TEST_F(FlightDistributedTest, CompletionRefusedAsBusyIsRetried) {
+  (void)DoKey("k");
+  link_->Answer(ScriptId::kGetOrLock, Acquired());
+  parked_[0]("v");
+  link_->Answer(ScriptId::kComplete, Err("BUSY Redis is busy running a script"));
+  clock_->Advance(10);
+  EXPECT_EQ(link_->Count(ScriptId::kComplete), 2);
+}
+
+TEST_F(FlightDistributedTest, CloseWaitsForACompletionInFlight) {
+  (void)DoKey("k");
+  link_->Answer(ScriptId::kGetOrLock, Acquired());
+  parked_[0]("v");
+  bool closed = false;
+  group_->Close([&] { closed = true; });
+  clock_->RunPending();
+  EXPECT_FALSE(closed);
+  link_->Answer(ScriptId::kComplete, Arr({Int(1), Int(0), Int(1)}));
+  clock_->RunPending();
+  EXPECT_TRUE(closed);
+  group_ = nullptr;
+}
+
+TEST_F(FlightDistributedTest, CloseReleasesALockTakenByACheckStillInFlight) {
+  (void)DoKey("k");
+  bool closed = false;
+  group_->Close([&] { closed = true; });
+  clock_->RunPending();
+  EXPECT_FALSE(closed);
+  link_->Answer(ScriptId::kGetOrLock, Acquired());
+  ASSERT_EQ(link_->Count(ScriptId::kRelease), 1);
+  link_->Answer(ScriptId::kRelease, Int(1));
+  clock_->RunPending();
+  EXPECT_TRUE(closed);
+  EXPECT_EQ(runs_, 0);
+  group_ = nullptr;
+}
+
+TEST_F(FlightDistributedTest, DoneTellsWhetherTheValueWasTaken) {
+  Options options;
+  options.producer_timeout_ms = 50;
+  TearDown();
+  Make(options);
+  (void)DoKey("k");
+  link_->Answer(ScriptId::kGetOrLock, Acquired());
+  clock_->Advance(50);  // the producer timed out
+  EXPECT_FALSE(parked_[0]("late"));
+  EXPECT_EQ(group_->stats().done_ignored, 0u);  // refused by the slot, not the flight
+}
+
+TEST_F(FlightDistributedTest, StoredResultThisVersionCannotReadRunsLocally) {
+  (void)DoKey("k");
+  // A v99 writer's result: v1 readers must not wait for it to expire.
+  std::string newer = "\x83\xa1v\x63\xa2ok\xc3\xa3val\xc4\x01x";
+  link_->Answer(ScriptId::kGetOrLock, Hit(newer));
+  EXPECT_EQ(group_->stats().undecodable_results, 1u);
+  ASSERT_EQ(runs_, 1);
+  parked_[0]("local");
+  EXPECT_EQ(link_->Count(ScriptId::kComplete), 0);  // the readable result is left alone
+  clock_->RunPending();
+  ASSERT_EQ(results_.size(), 1u);
+  EXPECT_EQ(results_[0].value(), "local");
+  EXPECT_TRUE(results_[0].degraded);
 }
 
 }  // namespace

@@ -215,7 +215,7 @@ TEST_F(LuaScripts, WorksAcrossAServerRestart) {
   ExpectInts(Run(ScriptId::kGetOrLock, {keys_.result, keys_.lock}, {token_, "10000"}),
              {kGetOrLockAcquired});
   Reply busy = Run(ScriptId::kGetOrLock, {keys_.result, keys_.lock}, {other_token_, "10000"});
-  ASSERT_EQ(busy.elements.size(), 2u);
+  ASSERT_EQ(busy.elements.size(), 3u);
   EXPECT_EQ(busy.elements[0].integer, kGetOrLockBusy);
   EXPECT_GT(busy.elements[1].integer, 0);
   ASSERT_TRUE(RunUntil(&loop_, [&] { return AllShasKnown(); }));
@@ -249,10 +249,11 @@ TEST_F(LuaScripts, GetOrLockTakesAFreeLock) {
 TEST_F(LuaScripts, GetOrLockReportsAnotherHoldersPttl) {
   Redis({"SET", keys_.lock, other_token_, "PX", "10000"});
   Reply reply = Run(ScriptId::kGetOrLock, {keys_.result, keys_.lock}, {token_, "5000"});
-  ASSERT_EQ(reply.elements.size(), 2u);
+  ASSERT_EQ(reply.elements.size(), 3u);
   EXPECT_EQ(reply.elements[0].integer, kGetOrLockBusy);
   EXPECT_GT(reply.elements[1].integer, 0);
   EXPECT_LE(reply.elements[1].integer, 10000);
+  EXPECT_EQ(reply.elements[2].str, other_token_);  // v2: followers learn the holder
   EXPECT_EQ(Redis({"GET", keys_.lock}).str, other_token_);
 }
 
@@ -277,8 +278,11 @@ TEST_F(LuaScripts, GetOrLockIsIdempotentForItsOwnToken) {
 
 TEST_F(LuaScripts, GetOrLockGivesAStrayLockATtl) {
   Redis({"SET", keys_.lock, "left by hand"});
-  ExpectInts(Run(ScriptId::kGetOrLock, {keys_.result, keys_.lock}, {token_, "7000"}),
-             {kGetOrLockBusy, 7000});
+  Reply reply = Run(ScriptId::kGetOrLock, {keys_.result, keys_.lock}, {token_, "7000"});
+  ASSERT_EQ(reply.elements.size(), 3u);
+  EXPECT_EQ(reply.elements[0].integer, kGetOrLockBusy);
+  EXPECT_EQ(reply.elements[1].integer, 7000);
+  EXPECT_EQ(reply.elements[2].str, "left by hand");
   long long pttl = Integer({"PTTL", keys_.lock});
   EXPECT_GT(pttl, 0);
   EXPECT_LE(pttl, 7000);
@@ -308,7 +312,7 @@ TEST_F(LuaScripts, CompleteStoresPublishesAndReleases) {
 
   ExpectInts(Run(ScriptId::kComplete, {keys_.result, keys_.lock},
                  {token_, envelope, "5000", keys_.channel}),
-             {1, 1});
+             {1, 1, 1});
   EXPECT_EQ(subscriber().WaitMessage(keys_.channel), envelope);
   EXPECT_EQ(Redis({"GET", keys_.result}).str, envelope);
   long long pttl = Integer({"PTTL", keys_.result});
@@ -321,18 +325,46 @@ TEST_F(LuaScripts, CompleteWithZeroTtlPublishesWithoutStoring) {
   Redis({"SET", keys_.lock, token_, "PX", "10000"});
   ExpectInts(Run(ScriptId::kComplete, {keys_.result, keys_.lock},
                  {token_, "error envelope", "0", keys_.channel}),
-             {1, 0});
+             {1, 0, 0});
   EXPECT_EQ(Integer({"EXISTS", keys_.result}), 0);
   EXPECT_EQ(Integer({"EXISTS", keys_.lock}), 0);
 }
 
-TEST_F(LuaScripts, CompleteLeavesAnotherTokensLock) {
+TEST_F(LuaScripts, CompleteOfALostLeaseWritesNothing) {
   Redis({"SET", keys_.lock, other_token_, "PX", "10000"});
+  Redis({"SET", keys_.result, "newer result", "PX", "10000"});
   ExpectInts(Run(ScriptId::kComplete, {keys_.result, keys_.lock},
                  {token_, "late result", "5000", keys_.channel}),
-             {0, 0});
+             {0, 0, 0});
   EXPECT_EQ(Redis({"GET", keys_.lock}).str, other_token_);
-  EXPECT_EQ(Redis({"GET", keys_.result}).str, "late result");
+  EXPECT_EQ(Redis({"GET", keys_.result}).str, "newer result");  // fenced: not replaced
+}
+
+TEST_F(LuaScripts, CompleteOfALapsedLockWritesNothing) {
+  ExpectInts(Run(ScriptId::kComplete, {keys_.result, keys_.lock},
+                 {token_, "late result", "5000", keys_.channel}),
+             {0, 0, 0});
+  EXPECT_EQ(Integer({"EXISTS", keys_.result}), 0);
+}
+
+TEST_F(LuaScripts, CompleteRefusedStorePublishesAndReleasesAnyway) {
+  Redis({"SET", keys_.lock, token_, "PX", "10000"});
+  ASSERT_EQ(Redis({"CONFIG", "SET", "maxmemory-policy", "noeviction"}).str, "OK");
+  ASSERT_EQ(Redis({"CONFIG", "SET", "maxmemory", "1"}).str, "OK");
+  Reply reply = Run(ScriptId::kComplete, {keys_.result, keys_.lock},
+                    {token_, "envelope", "5000", keys_.channel});
+  ASSERT_EQ(Redis({"CONFIG", "SET", "maxmemory", "0"}).str, "OK");
+  ExpectInts(reply, {1, 0, 0});  // published, not stored
+  EXPECT_EQ(Integer({"EXISTS", keys_.result}), 0);
+  EXPECT_EQ(Integer({"EXISTS", keys_.lock}), 0);
+}
+
+TEST_F(LuaScripts, ReleasePublishesItsNotice) {
+  ASSERT_TRUE(subscriber().Subscribe(keys_.channel));
+  Redis({"SET", keys_.lock, token_, "PX", "10000"});
+  EXPECT_EQ(Run(ScriptId::kRelease, {keys_.lock}, {token_, keys_.channel, "notice"}).integer, 1);
+  EXPECT_EQ(subscriber().WaitMessage(keys_.channel), "notice");
+  EXPECT_EQ(Integer({"EXISTS", keys_.lock}), 0);
 }
 
 TEST_F(LuaScripts, CompleteRefusesANonNumericTtl) {
@@ -351,7 +383,7 @@ TEST_F(LuaScripts, CompleteCarriesALargeEnvelopeIntact) {
   const std::string envelope = Envelopeish(size_t{256} * 1024);
   ExpectInts(Run(ScriptId::kComplete, {keys_.result, keys_.lock},
                  {token_, envelope, "5000", keys_.channel}),
-             {1, 1});
+             {1, 1, 1});
   EXPECT_EQ(subscriber().WaitMessage(keys_.channel), envelope);
   EXPECT_EQ(Redis({"GET", keys_.result}).str, envelope);
 }

@@ -75,9 +75,14 @@ struct Options {
   uint32_t result_ttl_ms = 10000;
   // How long a producer error is cached; 0 = errors are not cached.
   uint32_t error_ttl_ms = 0;
-  // A follower re-checks the key this often in case a message was lost or the
-  // leader died; a lost message costs at most one interval.
-  uint32_t fallback_interval_ms = 1000;
+  // 0 (the default): followers never poll. They re-check when the holder's
+  // lock would lapse (the PTTL get-or-lock reports, plus a small margin), on
+  // every (re-)subscription, and after a message they cannot trust — pub/sub
+  // loses messages only with the connection, and a reconnect re-checks
+  // (docs/protocol.md, "Why followers need no poll"). A value > 0 caps the
+  // wait between a follower's re-checks, for deployments that want a
+  // periodic safety net anyway; it costs one script per interval per flight.
+  uint32_t fallback_interval_ms = 0;
   // A producer that has not called done after this long fails its flight with
   // kTimeout (and releases the lease). It guards against a producer that never
   // calls done; its late done is ignored.
