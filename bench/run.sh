@@ -56,16 +56,19 @@ for p in 1 4; do
     done
   done
 done
-# Commands per flight must not grow with the work's duration: W=2000 vs W=50.
-scenario "duration" -P 4 -C 100 -W 2000
-scenario "duration" -P 4 -C 100 -W 2000 --fallback-ms 5000
+# Commands per flight must not grow with the work's duration (protocol v2: no
+# polling): W = 50, 200, 2000 and 5000 ms at lock_ttl_ms 10000 must be equal.
+for w in 50 200 2000 5000; do
+  scenario "duration" -P 4 -C 100 -W "$w" --lock-ttl-ms 10000
+done
 scenario "keys" -P 4 -C 100 -W 50 --keys 10
 
 # --- failure scenarios -------------------------------------------------------------
-# Short lock TTL and fallback so a takeover shows within about a second.
+# Short lock TTL so a takeover shows within about a second (followers
+# re-check when the dead leader's lock would lapse).
 scenario "failure" -P 4 -C 10 -W 50 --fail once
 scenario "failure" -P 4 -C 10 -W 50 --fail always
-scenario "failure" -P 4 -C 10 -W 200 --crash --lock-ttl-ms 1000 --fallback-ms 250
+scenario "failure" -P 4 -C 10 -W 200 --crash --lock-ttl-ms 1000
 scenario "failure" -P 4 -C 10 --slow --lock-ttl-ms 1000
 scenario "failure" -P 4 -C 10 -W 200 --late-ms 100
 scenario "failure" -P 4 -C 10 -W 50 --late-ms 200

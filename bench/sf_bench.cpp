@@ -45,7 +45,7 @@ struct Config {
   int keys = 1;
   uint32_t lock_ttl_ms = 10000;
   uint32_t result_ttl_ms = 10000;
-  uint32_t fallback_ms = 1000;
+  uint32_t fallback_ms = 0;  // 0: followers never poll (protocol v2)
   uint32_t call_timeout_ms = 10000;
   std::string fail;  // "", "once" or "always"
   bool crash = false;
@@ -106,7 +106,7 @@ Config Parse(int argc, char** argv) {
     } else if (flag == "--result-ttl-ms") {
       c.result_ttl_ms = static_cast<uint32_t>(number(1));
     } else if (flag == "--fallback-ms") {
-      c.fallback_ms = static_cast<uint32_t>(number(1));
+      c.fallback_ms = static_cast<uint32_t>(number(0));
     } else if (flag == "--call-timeout-ms") {
       c.call_timeout_ms = static_cast<uint32_t>(number(1));
     } else if (flag == "--fail") {
