@@ -15,12 +15,17 @@ UvAdapter* FromHook(void* data) {
   return static_cast<UvAdapter*>(data);
 }
 
+void Update(UvAdapter* adapter);
+
 void OnPoll(uv_poll_t* handle, int status, int events) noexcept {
   auto* adapter = static_cast<UvAdapter*>(handle->data);
   if (status < 0) {
     // libuv has stopped the handle and reports no events. A read makes hiredis
     // notice the socket error (or finish a failed connect) and tear down.
     if (adapter->ac != nullptr) redisAsyncHandleRead(adapter->ac);
+    // If hiredis survived it (the error was transient), poll again: libuv
+    // left the handle stopped, and nothing else would restart it.
+    if (adapter->ac != nullptr) Update(adapter);
     return;
   }
   // Each handler may free the context, which clears adapter->ac.

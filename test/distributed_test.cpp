@@ -238,6 +238,11 @@ TEST_F(DistributedTest, PubSubConnectionKilledMidFlight) {
   Call(follower, "k2", work.After(1, "later"), &followed);
   ASSERT_TRUE(RunUntil(&loop_, [&] { return followed.size() == 2; }));
   EXPECT_EQ(followed[1].value(), "later");
+  // Both groups' subscribers were killed and came back: Stats says so.
+  for (Group* group : {&leader, &follower}) {
+    EXPECT_GE(group->stats().subscriber_errors, 1u);
+    EXPECT_GE(group->stats().subscriber_reconnects, 1u);
+  }
 }
 
 TEST_F(DistributedTest, RedisRestartMidFlightEndsEveryCallerClearly) {
@@ -279,7 +284,10 @@ TEST_F(DistributedTest, RedisDownAtStartCoalescesLocally) {
   Call(group, "k", work.After(10, "local"), &results);
   ASSERT_TRUE(RunUntil(&loop_, [&] { return results.size() == 2; }));
   EXPECT_EQ(work.runs, 1);
-  for (auto& r : results) EXPECT_EQ(r.value(), "local");
+  for (auto& r : results) {
+    EXPECT_EQ(r.value(), "local");
+    EXPECT_TRUE(r.degraded);
+  }
   EXPECT_GE(group.stats().degraded_calls, 1u);
 }
 
