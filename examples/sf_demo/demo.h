@@ -30,10 +30,9 @@ struct Config {
   // real service keeps the library's defaults (10 s each).
   uint32_t result_ttl_ms = 1000;
   uint32_t lock_ttl_ms = 1000;
-  // Not a multiple of work_ms: a re-check due the very moment the leader
-  // finishes would race its pub/sub message, and the table would credit the
-  // fallback for what the message would have done a fraction of a ms later.
-  uint32_t fallback_ms = 350;
+  // 0: followers never poll; they are woken by the message, and re-check
+  // only when a lock would lapse (a killed leader) — the library's default.
+  uint32_t fallback_ms = 0;
   uint32_t wait_timeout_ms = 20000;
   // Private per run (default "sfdemo:<parent pid>:"), so reruns against the
   // same Redis never see an earlier run's results or counters.

@@ -39,7 +39,7 @@ struct Config {
   int keys = 1;
   uint32_t work_ms = 50;
   uint32_t lock_ttl_ms = 2000;
-  uint32_t fallback_ms = 200;
+  uint32_t fallback_ms = 0;  // v2: no polling, as shipped
   uint32_t timeout_ms = 20000;
   bool fail = false;
   bool crash = false;

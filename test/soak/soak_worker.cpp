@@ -98,7 +98,7 @@ Options GroupOptions(const Config& c) {
   options.lock_ttl_ms = c.lock_ttl_ms;
   options.result_ttl_ms = c.result_ttl_ms;
   options.l1_ttl_ms = 200;
-  options.fallback_interval_ms = 150;
+  options.fallback_interval_ms = 0;  // v2: no polling; the invariants must hold without it
   options.producer_timeout_ms = c.producer_timeout_ms;
   options.max_value_bytes = c.max_value_bytes;
   return options;

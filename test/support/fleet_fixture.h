@@ -87,7 +87,7 @@ class FleetTest : public ::testing::Test {
     options.redis.host = redis_.host();
     options.redis.port = redis_.port();
     options.lock_ttl_ms = 3000;
-    options.fallback_interval_ms = 200;
+    options.fallback_interval_ms = 0;  // v2: no polling, as shipped
     return options;
   }
   Group& NewGroup(Options options) {
