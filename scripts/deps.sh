@@ -23,6 +23,7 @@ packages=(
   redis-server redis-tools
   libgtest-dev libgmock-dev libbenchmark-dev
   libhttp-parser-dev
+  liblua5.1-0-dev
   valgrind
 )
 case "${1:-}" in
