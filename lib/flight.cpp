@@ -398,7 +398,9 @@ void Flight::Finish(const Status& status, std::shared_ptr<const std::string> val
   StopTimers();
   StopListening();
   if (lease_) lease_->Abandon();  // after Complete this does nothing
-  if (status.ok() && !detached_ && l1_ttl_ms > 0) {
+  // A degraded value was made without the fleet's lease: it answers its own
+  // callers (flagged) but is not served later from L1 as if it were shared.
+  if (status.ok() && !detached_ && !degraded_ && l1_ttl_ms > 0) {
     group_.l1().Put(key_, value, group_.scheduler().NowMs() + l1_ttl_ms);
   }
   auto self = shared_from_this();  // the table may hold the last reference

@@ -39,7 +39,11 @@ class ChannelListener : public Subscriber::Listener {
 class RedisLink {
  public:
   using ReplyCallback = std::function<void(const Status& status, const Reply& reply)>;
-  // up: the command connection is ready. Reported on every change.
+  // up: the command connection is ready. Reported on every change, and
+  // again (down) after every failed reconnect attempt. When a connection is
+  // lost, its down is reported before the callbacks of the commands it was
+  // carrying run: a flight that sees a down after such a callback knows a
+  // reconnect attempt has failed since.
   using StateCallback = std::function<void(bool up, const Status& why)>;
 
   virtual ~RedisLink() = default;
