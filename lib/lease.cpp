@@ -87,7 +87,20 @@ void Lease::Renew() {
 
 void Lease::OnRenewReply(uint64_t sent_at, const Status& status, const Reply& reply) {
   ReplyClass reply_class = Count(status, reply);
-  if (reply_class != ReplyClass::kOk || reply.type != Reply::Type::kInteger) return Progress();
+  if (reply_class != ReplyClass::kOk || reply.type != Reply::Type::kInteger) {
+    // Two missed renewals in a row would lose the lease (the next tick is
+    // lock_ttl_ms / 3 away): try again soon instead (found by the
+    // simulation, seed 1357: BUSY twice).
+    if (renewing_ && lock_ == Lock::kHeld && reply_class != ReplyClass::kFatal) {
+      set_.scheduler_.Cancel(renew_timer_);
+      std::weak_ptr<Lease> weak = weak_from_this();
+      renew_timer_ = set_.scheduler_.After(RetryDelayMs(retries_++), [weak] {
+        if (auto self = weak.lock()) self->Renew();
+      });
+    }
+    return Progress();
+  }
+  retries_ = 0;
   if (reply.integer == 1) {
     if (lock_ == Lock::kHeld) {
       confirmed_expiry_ms_ = std::max(confirmed_expiry_ms_, sent_at + set_.options_.lock_ttl_ms);
