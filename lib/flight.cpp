@@ -158,6 +158,11 @@ void Flight::OnCheckAnswer(const Reply& reply) {
       // Nobody wants the value any more: the lease hands the lock back.
       return Finish(Status(Code::kCancelled, "no caller left"), nullptr, Source::kNone, 0);
     }
+    // A {2} that took longer than lock_ttl_ms to arrive (this process was
+    // paused, the loop stalled) may be for a lock that has lapsed since and
+    // been taken by another process: ask again with the same token, which
+    // renews it if it is still ours (simulation seed 500).
+    if (!lease_->held()) return Check();
     return Lead(state_ == State::kFollowing);
   }
   long long pttl = reply.elements.size() >= 2 && reply.elements[1].type == Reply::Type::kInteger

@@ -18,6 +18,10 @@ bool IsIntegerArray(const Reply& reply) {
 Lease::Lease(LeaseSet& set, FlightKeys names)
     : set_(set), names_(std::move(names)), token_(RandomToken()) {}
 
+bool Lease::held() const {
+  return lock_ == Lock::kHeld && set_.scheduler_.NowMs() < confirmed_expiry_ms_;
+}
+
 ReplyClass Lease::Count(const Status& status, const Reply& reply) {
   ReplyClass reply_class = Classify(status, reply);
   CountFailure(reply_class, set_.stats_);

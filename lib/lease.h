@@ -51,8 +51,10 @@ class Lease final : public std::enable_shared_from_this<Lease> {
   Lease& operator=(const Lease&) = delete;
 
   const std::string& token() const { return token_; }
-  // The lock is confirmed ours (acquired or renewed, not yet completed).
-  bool held() const { return lock_ == Lock::kHeld; }
+  // The lock is surely ours now: acquired or renewed by a command sent less
+  // than lock_ttl_ms ago (a command runs after it is sent, so its lock lives
+  // at least that long), and not yet completed or lost.
+  bool held() const;
 
   // Runs get-or-lock with this token. The lease records what the reply means
   // for the lock, then passes it on while the flight still wants the lease.
