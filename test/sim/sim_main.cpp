@@ -27,7 +27,7 @@ uint64_t EnvU64(const char* name, uint64_t fallback) {
 
 void PrintTrace(const SeedResult& r, size_t tail) {
   size_t from = r.trace.size() > tail ? r.trace.size() - tail : 0;
-  if (from > 0) std::printf("  ... (%zu earlier lines; SIM_SEED=%llu prints all)\n", from,
+  if (from > 0) std::printf("  ... (%zu earlier lines; scripts/sim.sh --replay %llu prints all)\n", from,
                             static_cast<unsigned long long>(r.seed));
   for (size_t i = from; i < r.trace.size(); ++i) std::printf("  %s\n", r.trace[i].c_str());
 }
@@ -96,9 +96,9 @@ TEST(Sim, Seeds) {
   }
   if (failed_seeds > 0) {
     SeedResult r = RunSeed(first_failure, true);
-    std::printf("first failing seed %llu (%s); replay: SIM_SEED=%llu %s\n",
+    std::printf("first failing seed %llu (%s); replay: scripts/sim.sh --replay %llu\n",
                 static_cast<unsigned long long>(first_failure), r.setup.c_str(),
-                static_cast<unsigned long long>(first_failure), "scripts/sim.sh --replay");
+                static_cast<unsigned long long>(first_failure));
     PrintTrace(r, 120);
     PrintViolations(r);
   }

@@ -231,6 +231,7 @@ struct Acquisition {
   int number = 0;  // 1, 2, ... per key, in acquisition order
   int node = 0;
   uint64_t at = 0;
+  bool used = false;  // an execution ran under it
 };
 
 constexpr uint32_t kLockTtlMs = 300;
@@ -279,6 +280,7 @@ class World {
   std::string Tok(const std::string& token);
   std::string Describe(const Reply& r, int depth = 0);
   std::string KeyOf(const std::vector<std::string>& keys);
+  int FlightOf(const std::vector<std::string>& keys) const;  // key index, or -1
   void Fail(const std::string& invariant, std::string detail);
   void Mix(uint64_t v) { fingerprint_ = (fingerprint_ ^ v) * 1099511628211ull; }
 
@@ -323,6 +325,7 @@ class World {
   void OnRemove(const std::string& key, const std::string& value, SimRedis::Removal how,
                 uint64_t expire_at);
   bool Excused(int node_id, Interval window) const;
+  void CheckFollowerHasCaller(Node& n, const std::string& channel);
   uint64_t AllowedAnswerTime(const CallRec& call) const;
   void CheckEnd();
 
@@ -588,13 +591,19 @@ std::string World::Describe(const Reply& r, int depth) {
   return "?";
 }
 
-std::string World::KeyOf(const std::vector<std::string>& keys) {
+int World::FlightOf(const std::vector<std::string>& keys) const {
   for (const auto& k : keys) {
     auto l = lock_key_.find(k);
-    if (l != lock_key_.end()) return key_names_[l->second];
+    if (l != lock_key_.end()) return l->second;
     auto r = result_key_.find(k);
-    if (r != result_key_.end()) return key_names_[r->second];
+    if (r != result_key_.end()) return r->second;
   }
+  return -1;
+}
+
+std::string World::KeyOf(const std::vector<std::string>& keys) {
+  int k = FlightOf(keys);
+  if (k >= 0) return key_names_[k];
   return keys.empty() ? "-" : keys[0];
 }
 
@@ -923,6 +932,7 @@ void World::OnSubMessage(Node& n, uint64_t epoch, const std::string& channel,
 
 void World::LinkListen(Node& n, const std::string& channel, ChannelListener* listener) {
   if (n.link_closed) return;
+  CheckFollowerHasCaller(n, channel);
   Channel& ch = n.channels[channel];
   for (auto& l : ch.listeners) {
     if (l.listener == listener) return;
@@ -1053,6 +1063,24 @@ bool World::Excused(int node_id, Interval window) const {
     if (overlaps(i)) return true;
   }
   return false;
+}
+
+// A flight subscribes to its key's channel only while a caller of this
+// process waits for the key. (A call counts as waiting until its callback
+// ran, which may be a moment after the library gave up on it: the check
+// errs towards silence, never towards a false alarm.)
+void World::CheckFollowerHasCaller(Node& n, const std::string& channel) {
+  int k = -1;
+  for (int i = 0; i < p_.keys; ++i) {
+    if (flight_keys_[i].channel == channel) k = i;
+  }
+  if (k < 0) return;
+  for (auto it = calls_.rbegin(); it != calls_.rend(); ++it) {
+    if (it->node == &n && it->key == k && it->accepted && it->callbacks == 0) return;
+  }
+  Fail("idle-follow", "t=" + std::to_string(now_) + " p" + std::to_string(n.id) +
+                          " subscribes to " + key_names_[k] +
+                          "'s channel though none of its callers waits for " + key_names_[k]);
 }
 
 // A callback is due by the call's deadline; if the process is paused at that
@@ -1198,12 +1226,19 @@ void World::IssueDo(Node& n, int key, uint32_t wait_ms, bool cancel, uint64_t ca
 Producer World::MakeProducer(Node& n, int key) {
   return [this, &n, key](const ProducerContext&, Done done) {
     int exec = static_cast<int>(execs_.size());
-    // Leased: the key's lock, right now, is one this process acquired.
+    // Leased: the key's lock, right now, holds a token this process
+    // acquired and that no earlier execution ran under (one acquisition
+    // covers one execution; a flight that runs while an older flight's lock
+    // is still there is not covered by it).
     const std::string* holder = redis_.Peek(flight_keys_[key].lock);
     bool leased = false;
     if (holder) {
       auto acq = token_acq_.find(*holder);
-      leased = acq != token_acq_.end() && acquisitions_[acq->second].node == n.id;
+      if (acq != token_acq_.end()) {
+        Acquisition& a = acquisitions_[acq->second];
+        leased = a.node == n.id && !a.used;
+        a.used = a.used || leased;
+      }
     }
     execs_.push_back(ExecRec{key, n.id, now_, leased});
     ++exec_count_[key];
@@ -1276,7 +1311,7 @@ void World::OnCallback(int call_id, const Result& r) {
       Fail("values", "c" + std::to_string(call_id) + " asked for " + key_names_[call.key] +
                          " and got \"" + value + "\", which no execution of it produced");
     } else if (unleased_value_.count(value) && !r.degraded && !exempt) {
-      Fail("degraded", "c" + std::to_string(call_id) + " got " + value +
+      Fail("degraded-flag", "c" + std::to_string(call_id) + " got " + value +
                            ", from a run without the lock, and Result::degraded is false");
     }
   }
