@@ -779,10 +779,12 @@ void World::CmdNoticeDown(Node& n, const char* why) {
   auto pending = std::move(n.pending);
   n.pending.clear();
   SIM_LOG(&n, "command link down (", why, "): ", pending.size(), " pending get kTimeout");
+  // As the real connection does (RedisLink::StateCallback): the down is
+  // reported first, then the callbacks of the commands it carried.
+  if (!n.link_closed && n.impl) n.impl->OnLinkState(false);
   for (auto& c : pending) {
     c.callback(Status(Code::kTimeout, std::string("sim: reply lost (") + why + ")"), Reply{});
   }
-  if (!n.link_closed && n.impl) n.impl->OnLinkState(false);
   Push(now_ + rng_.Range(10, 100), &n, [this, &n] { CmdConnect(n); });
 }
 
