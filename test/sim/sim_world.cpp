@@ -401,7 +401,9 @@ void SimScheduler::EnsureWake() {
   if (std::find(wakes_.begin(), wakes_.end(), due) != wakes_.end()) return;
   wakes_.push_back(due);
   world_.Push(std::max(due, world_.now()), &node_, [this, due] {
-    wakes_.erase(std::find(wakes_.begin(), wakes_.end(), due));
+    // Shutdown (or a restart) may have cleared wakes_ while this was queued.
+    auto found = std::find(wakes_.begin(), wakes_.end(), due);
+    if (found != wakes_.end()) wakes_.erase(found);
     if (shut_down_) return;
     RunDueTimers(world_.now());
     EnsureWake();
