@@ -98,13 +98,15 @@ void Lease::OnRenewReply(uint64_t sent_at, const Status& status, const Reply& re
     if (renewing_ && lock_ == Lock::kHeld && reply_class != ReplyClass::kFatal) {
       set_.scheduler_.Cancel(renew_timer_);
       std::weak_ptr<Lease> weak = weak_from_this();
-      renew_timer_ = set_.scheduler_.After(RetryDelayMs(retries_++), [weak] {
+      uint64_t delay = std::min<uint64_t>(RetryDelayMs(renew_retries_++),
+                                          set_.options_.lock_ttl_ms / 10 + 1);
+      renew_timer_ = set_.scheduler_.After(delay, [weak] {
         if (auto self = weak.lock()) self->Renew();
       });
     }
     return Progress();
   }
-  retries_ = 0;
+  renew_retries_ = 0;
   if (reply.integer == 1) {
     if (lock_ == Lock::kHeld) {
       confirmed_expiry_ms_ = std::max(confirmed_expiry_ms_, sent_at + set_.options_.lock_ttl_ms);
@@ -116,6 +118,15 @@ void Lease::OnRenewReply(uint64_t sent_at, const Status& status, const Reply& re
     renewing_ = false;
     set_.scheduler_.Cancel(renew_timer_);
     ++set_.stats_.leases_lost;
+  }
+  Progress();
+}
+
+void Lease::OnLinkUp() {
+  // A renewal that could not be sent goes out now, not after its backoff.
+  if (renewing_ && lock_ == Lock::kHeld && pending_ == 0 && renew_retries_ > 0) {
+    set_.scheduler_.Cancel(renew_timer_);
+    Renew();
   }
   Progress();
 }
@@ -215,6 +226,7 @@ void Lease::OnReleaseReply(const Status& status, const Reply& reply) {
   ReplyClass reply_class = Count(status, reply);
   switch (reply_class) {
     case ReplyClass::kOk:
+      retries_ = 0;
       if (reply.type == Reply::Type::kInteger && reply.integer == 1) {
         ++set_.stats_.leases_released;
       }

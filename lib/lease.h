@@ -69,7 +69,7 @@ class Lease final : public std::enable_shared_from_this<Lease> {
   void Abandon();
 
   // --- for the LeaseSet ---
-  void OnLinkUp() { Progress(); }
+  void OnLinkUp();
   void OnDrain() { Progress(); }
   void ForceEnd();
 
@@ -111,7 +111,8 @@ class Lease final : public std::enable_shared_from_this<Lease> {
   bool complete_resent_ = false;  // a {0} reply then may mean "the first one landed"
   std::string envelope_;
   uint32_t store_ttl_ms_ = 0;
-  int retries_ = 0;  // retryable error replies in a row (backoff)
+  int retries_ = 0;        // failed completes/releases in a row (backoff)
+  int renew_retries_ = 0;  // failed renewals in a row (backoff, capped at lock_ttl_ms / 10)
   Scheduler::TimerId renew_timer_;
   Scheduler::TimerId retry_timer_;
 };
