@@ -73,6 +73,7 @@ TEST_F(DistributedTest, ResultStoredInRedisAnswersTheNextGroup) {
   auto& results = NewResults();
   Call(a, "k", work.After(1, "stored"), &results);
   ASSERT_TRUE(RunUntil(&loop_, [&] { return results.size() == 1; }));
+  ASSERT_TRUE(WaitStored("k"));
   Group& b = NewGroup();
   Call(b, "k", work.After(1, "not used"), &results);
   ASSERT_TRUE(RunUntil(&loop_, [&] { return results.size() == 2; }));
@@ -485,6 +486,7 @@ TEST_F(AclTest, RestrictedUserRunsAFullFlight) {
   auto& results = NewResults();
   Call(a, "k", work.Now("v"), &results);
   ASSERT_TRUE(RunUntil(&loop_, [&] { return results.size() == 1; }));
+  ASSERT_TRUE(WaitStored("k"));
   Call(b, "k", work.Now("v"), &results);
   ASSERT_TRUE(RunUntil(&loop_, [&] { return results.size() == 2; }));
   for (auto& r : results) EXPECT_TRUE(r.ok()) << r.status.ToString();

@@ -174,6 +174,7 @@ TEST_F(LimitsTest, KeyAtTheBoundWorksAcrossProcessesEvenWhenEscapingTriplesIt) {
   Group& b = NewGroup(options);
   Start(a, key, Value("v"));
   ASSERT_TRUE(RunUntil(&loop_, [&] { return results_.size() == 1; }));
+  ASSERT_TRUE(WaitStored(key));
   Start(b, key, Value("not used"));
   ASSERT_TRUE(RunUntil(&loop_, [&] { return results_.size() == 2; }));
   EXPECT_EQ(results_[1].value(), "v");

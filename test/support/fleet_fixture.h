@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "key_naming.h"
 #include "singleflight/group.h"
 #include "support/loop_helpers.h"
 #include "support/redis_server.h"
@@ -109,6 +110,14 @@ class FleetTest : public ::testing::Test {
         key, std::move(producer), [out](const Result& r) { out->push_back(r); },
         CallOptions{timeout_ms});
     ASSERT_TRUE(call.ok()) << call.status().ToString();
+  }
+
+  // A leader answers its own callers before its completion is written, so a
+  // test that wants the next process to find the result in Redis waits for
+  // the store first (running the loop, which writes it).
+  bool WaitStored(const std::string& key, const std::string& prefix = "sf:") {
+    std::string result = internal::NameFlight(prefix, key).result;
+    return RunUntil(&loop_, [&] { return redis_.Command({"EXISTS", result}).integer == 1; });
   }
 
   RedisServer redis_;
