@@ -168,8 +168,8 @@ void Flight::OnCheckAnswer(const Reply& reply) {
   long long pttl = reply.elements.size() >= 2 && reply.elements[1].type == Reply::Type::kInteger
                        ? reply.elements[1].integer
                        : group_.options().lock_ttl_ms;
-  std::string_view holder = reply.elements.size() >= 3 ? std::string_view(reply.elements[2].str)
-                                                       : std::string_view();
+  std::string_view holder =
+      reply.elements.size() >= 3 ? std::string_view(reply.elements[2].str) : std::string_view();
   if (state_ == State::kChecking) {
     Follow(holder);
   } else if (!holder.empty() && !TrustedHolder(holder)) {
@@ -194,8 +194,8 @@ void Flight::Follow(std::string_view holder) {
 // renewal. fallback_interval_ms, when set, caps the wait.
 void Flight::ArmLapseRecheck(long long pttl_ms) {
   const Options& options = group_.options();
-  uint64_t delay = static_cast<uint64_t>(std::max<long long>(pttl_ms, 0)) +
-                   LapseMarginMs(options.lock_ttl_ms);
+  uint64_t delay =
+      static_cast<uint64_t>(std::max<long long>(pttl_ms, 0)) + LapseMarginMs(options.lock_ttl_ms);
   if (options.fallback_interval_ms > 0) {
     delay = std::min<uint64_t>(delay, options.fallback_interval_ms);
   }
@@ -280,8 +280,8 @@ void Flight::FinishFromEnvelope(std::string_view bytes, Source source) {
   // L1 keeps the value no longer than Redis does (clocks of the fleet are
   // assumed roughly in sync; a skewed clock only shortens the L1 time).
   uint64_t now = UnixNowMs();
-  uint64_t age = std::min<uint64_t>(now - std::min(now, envelope.produced_at_ms),
-                                    options.result_ttl_ms);
+  uint64_t age =
+      std::min<uint64_t>(now - std::min(now, envelope.produced_at_ms), options.result_ttl_ms);
   Finish(Status::Ok(), std::make_shared<const std::string>(std::move(envelope.value)), source,
          std::min<uint64_t>(options.l1_ttl_ms, options.result_ttl_ms - age));
 }

@@ -146,8 +146,7 @@ void GroupImpl::ResolveOne(const std::shared_ptr<Waiter>& waiter, const Status& 
 }
 
 void GroupImpl::Resolve(std::vector<std::shared_ptr<Waiter>> waiters, const Status& status,
-                        std::shared_ptr<const std::string> value, Source source,
-                        bool degraded) {
+                        std::shared_ptr<const std::string> value, Source source, bool degraded) {
   // Callers that already left (timeout, cancel) have their own delivery.
   EraseResolved(waiters);
   if (waiters.empty()) return;
@@ -206,14 +205,13 @@ void GroupImpl::Forget(std::string_view key) {
 void GroupImpl::ForgetInRedis(std::string key) {
   if (!link_->settled()) return QueueForget(std::move(key));
   FlightKeys names = NameFlight(options_.key_prefix, key);
-  link_->RunScript(ScriptId::kForget, {names.result},
-                   {InvalidationChannel(options_.key_prefix), key},
-                   [this, key](const Status& status, const Reply&) {
-                     // Forget is idempotent: resend whether or not it ran.
-                     bool lost = status.code() == Code::kUnavailable ||
-                                 status.code() == Code::kTimeout;
-                     if (lost && !closing_) QueueForget(key);
-                   });
+  link_->RunScript(
+      ScriptId::kForget, {names.result}, {InvalidationChannel(options_.key_prefix), key},
+      [this, key](const Status& status, const Reply&) {
+        // Forget is idempotent: resend whether or not it ran.
+        bool lost = status.code() == Code::kUnavailable || status.code() == Code::kTimeout;
+        if (lost && !closing_) QueueForget(key);
+      });
 }
 
 void GroupImpl::QueueForget(std::string key) {

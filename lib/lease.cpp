@@ -98,8 +98,8 @@ void Lease::OnRenewReply(uint64_t sent_at, const Status& status, const Reply& re
     if (renewing_ && lock_ == Lock::kHeld && reply_class != ReplyClass::kFatal) {
       set_.scheduler_.Cancel(renew_timer_);
       std::weak_ptr<Lease> weak = weak_from_this();
-      uint64_t delay = std::min<uint64_t>(RetryDelayMs(renew_retries_++),
-                                          set_.options_.lock_ttl_ms / 10 + 1);
+      uint64_t delay =
+          std::min<uint64_t>(RetryDelayMs(renew_retries_++), set_.options_.lock_ttl_ms / 10 + 1);
       renew_timer_ = set_.scheduler_.After(delay, [weak] {
         if (auto self = weak.lock()) self->Renew();
       });
@@ -204,9 +204,7 @@ void Lease::OnCompleteReply(const Status& status, const Reply& reply) {
       ++set_.stats_.completion_retries;
       complete_resent_ = true;
       break;
-    case ReplyClass::kRetryable:
-      complete_resent_ = true;
-      return RetryLater();
+    case ReplyClass::kRetryable: complete_resent_ = true; return RetryLater();
     case ReplyClass::kFatal:
       // Refused for good: let a follower take over now rather than wait.
       completing_ = false;

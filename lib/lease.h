@@ -101,9 +101,9 @@ class Lease final : public std::enable_shared_from_this<Lease> {
   FlightKeys names_;
   std::string token_;
   Lock lock_ = Lock::kNotHeld;
-  bool wanted_ = true;      // the flight still drives this lease
-  bool ended_ = false;      // out of the set; replies are only counted
-  int pending_ = 0;         // commands written and not yet answered
+  bool wanted_ = true;  // the flight still drives this lease
+  bool ended_ = false;  // out of the set; replies are only counted
+  int pending_ = 0;     // commands written and not yet answered
   bool renewing_ = false;
   uint64_t confirmed_expiry_ms_ = 0;  // last confirmed acquire/renew send time + lock_ttl_ms
   // The completion still to deliver (empty when none).

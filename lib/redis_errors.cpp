@@ -13,10 +13,7 @@ constexpr std::array<std::string_view, 4> kCluster = {"MOVED", "ASK", "CROSSSLOT
 
 template <size_t N>
 bool OneOf(std::string_view word, const std::array<std::string_view, N>& words) {
-  for (std::string_view w : words) {
-    if (w == word) return true;
-  }
-  return false;
+  return std::any_of(words.begin(), words.end(), [word](std::string_view w) { return w == word; });
 }
 
 }  // namespace

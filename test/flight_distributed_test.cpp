@@ -260,7 +260,7 @@ TEST_F(FlightDistributedTest, FollowerRechecksOnceSubscribedAndFindsTheResult) {
   clock_->RunPending();
   ASSERT_EQ(results_.size(), 1u);
   EXPECT_EQ(results_[0].source, Source::kFallbackGet);  // found by a re-check
-  EXPECT_EQ(group_->stats().fallback_checks, 0u);      // none timed
+  EXPECT_EQ(group_->stats().fallback_checks, 0u);       // none timed
   EXPECT_EQ(link_->ListenerCount(), 0u);
 }
 
@@ -596,7 +596,8 @@ TEST_F(FlightDistributedTest, FirstCheckDegradesOnlyWhenTheLinkCannotBeReestabli
 
 TEST_F(FlightDistributedTest, FatalErrorReplyFailsCallersWithTheServersWords) {
   (void)DoKey("k");
-  link_->Answer(ScriptId::kGetOrLock, Err("OOM command not allowed when used memory > 'maxmemory'"));
+  link_->Answer(ScriptId::kGetOrLock,
+                Err("OOM command not allowed when used memory > 'maxmemory'"));
   clock_->RunPending();
   ASSERT_EQ(results_.size(), 1u);
   EXPECT_EQ(results_[0].status.code(), Code::kUnavailable);

@@ -30,17 +30,17 @@ struct Stats {
   uint64_t completion_retries = 0;  // completions re-sent after a lost reply
   uint64_t invalidations = 0;       // L1 invalidations received from other processes
   // Protocol v2 (docs/protocol.md, "Leases" and "Error classes").
-  uint64_t leases_lost = 0;            // a leader learned its lock was no longer its own
-  uint64_t leases_released = 0;        // locks taken by flights that no longer wanted them, released
-  uint64_t leases_abandoned = 0;       // possibly-held locks Close could not settle (left to lapse)
-  uint64_t foreign_dropped = 0;        // messages from a token other than the observed holder
-  uint64_t unknown_outcomes = 0;       // commands sent whose answer was lost (timeout, disconnect)
+  uint64_t leases_lost = 0;       // a leader learned its lock was no longer its own
+  uint64_t leases_released = 0;   // locks taken by flights that no longer wanted them, released
+  uint64_t leases_abandoned = 0;  // possibly-held locks Close could not settle (left to lapse)
+  uint64_t foreign_dropped = 0;   // messages from a token other than the observed holder
+  uint64_t unknown_outcomes = 0;  // commands sent whose answer was lost (timeout, disconnect)
   uint64_t error_replies_retryable = 0;  // BUSY, LOADING, TRYAGAIN, MASTERDOWN replies
   uint64_t error_replies_fatal = 0;      // OOM, NOPERM, READONLY, MOVED, ... replies
-  uint64_t undecodable_results = 0;    // stored results this process cannot decode (ran locally)
-  uint64_t subscriber_reconnects = 0;  // subscriber connection re-established (after the first)
-  uint64_t subscriber_errors = 0;      // subscriber connection lost or failed to connect
-  uint64_t inflight = 0;            // flights currently running in this process (gauge)
+  uint64_t undecodable_results = 0;      // stored results this process cannot decode (ran locally)
+  uint64_t subscriber_reconnects = 0;    // subscriber connection re-established (after the first)
+  uint64_t subscriber_errors = 0;        // subscriber connection lost or failed to connect
+  uint64_t inflight = 0;                 // flights currently running in this process (gauge)
 };
 
 }  // namespace singleflight

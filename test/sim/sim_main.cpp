@@ -27,8 +27,9 @@ uint64_t EnvU64(const char* name, uint64_t fallback) {
 
 void PrintTrace(const SeedResult& r, size_t tail) {
   size_t from = r.trace.size() > tail ? r.trace.size() - tail : 0;
-  if (from > 0) std::printf("  ... (%zu earlier lines; scripts/sim.sh --replay %llu prints all)\n", from,
-                            static_cast<unsigned long long>(r.seed));
+  if (from > 0)
+    std::printf("  ... (%zu earlier lines; scripts/sim.sh --replay %llu prints all)\n", from,
+                static_cast<unsigned long long>(r.seed));
   for (size_t i = from; i < r.trace.size(); ++i) std::printf("  %s\n", r.trace[i].c_str());
 }
 
@@ -44,14 +45,13 @@ TEST(Sim, Seeds) {
     SeedResult r = RunSeed(seed, true);
     std::printf("seed %llu: %s\n", static_cast<unsigned long long>(seed), r.setup.c_str());
     PrintTrace(r, r.trace.size());
-    std::printf("seed %llu: %llu events, %llu calls, %llu executions, %llu scripts, end t=%llu, "
-                "fingerprint %016llx\n",
-                static_cast<unsigned long long>(seed), static_cast<unsigned long long>(r.events),
-                static_cast<unsigned long long>(r.calls),
-                static_cast<unsigned long long>(r.executions),
-                static_cast<unsigned long long>(r.scripts),
-                static_cast<unsigned long long>(r.end_ms),
-                static_cast<unsigned long long>(r.fingerprint));
+    std::printf(
+        "seed %llu: %llu events, %llu calls, %llu executions, %llu scripts, end t=%llu, "
+        "fingerprint %016llx\n",
+        static_cast<unsigned long long>(seed), static_cast<unsigned long long>(r.events),
+        static_cast<unsigned long long>(r.calls), static_cast<unsigned long long>(r.executions),
+        static_cast<unsigned long long>(r.scripts), static_cast<unsigned long long>(r.end_ms),
+        static_cast<unsigned long long>(r.fingerprint));
     PrintViolations(r);
     EXPECT_TRUE(r.violations.empty()) << "seed " << seed << " broke an invariant (above)";
     return;
@@ -79,14 +79,13 @@ TEST(Sim, Seeds) {
       }
     }
   }
-  double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count();
-  std::printf("sim: %llu seeds from %llu in %.1f s (%.0f seeds/s), %llu events, %llu calls; "
-              "%llu seeds failed\n",
-              static_cast<unsigned long long>(count), static_cast<unsigned long long>(start),
-              seconds, count / seconds, static_cast<unsigned long long>(events),
-              static_cast<unsigned long long>(calls),
-              static_cast<unsigned long long>(failed_seeds));
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count();
+  std::printf(
+      "sim: %llu seeds from %llu in %.1f s (%.0f seeds/s), %llu events, %llu calls; "
+      "%llu seeds failed\n",
+      static_cast<unsigned long long>(count), static_cast<unsigned long long>(start), seconds,
+      count / seconds, static_cast<unsigned long long>(events),
+      static_cast<unsigned long long>(calls), static_cast<unsigned long long>(failed_seeds));
   for (const auto& entry : failing) {
     std::printf("  %-13s %zu seeds, e.g.", entry.first.c_str(), entry.second.size());
     for (size_t i = 0; i < entry.second.size() && i < 8; ++i) {

@@ -1,10 +1,11 @@
 // The shim itself: the Lua <-> RESP conversions, the commands, expiry, and the
 // library's scripts on an empty store (only the reply shapes that every
 // protocol version keeps: the scripts' text is read from the library).
+#include "sim/sim_redis.h"
+
 #include <gtest/gtest.h>
 
 #include "lua_scripts.h"
-#include "sim/sim_redis.h"
 
 namespace singleflight::sim {
 namespace {
@@ -81,8 +82,8 @@ TEST_F(SimRedisShim, CallRaisesAndPcallReturnsTheError) {
 
 TEST_F(SimRedisShim, SetNxPxAndExpiryOnTheVirtualClock) {
   std::vector<std::string> removed;
-  redis_.hooks().on_remove = [&](const std::string& key, const std::string&,
-                                 SimRedis::Removal how, uint64_t at) {
+  redis_.hooks().on_remove = [&](const std::string& key, const std::string&, SimRedis::Removal how,
+                                 uint64_t at) {
     removed.push_back(key + (how == SimRedis::Removal::kExpired ? ":expired@" : ":deleted@") +
                       std::to_string(at));
   };
@@ -119,15 +120,14 @@ TEST_F(SimRedisShim, PublishReachesSubscribersInOrder) {
 // busy for how long ({0, pttl, ...}).
 TEST_F(SimRedisShim, LibraryGetOrLockOnAnEmptyStoreThenBusy) {
   std::string a(16, 'a'), b(16, 'b');
-  Reply r = redis_.Eval(ScriptSource(ScriptId::kGetOrLock), {"sf:{k}:result", "sf:{k}:lock"},
-                        {a, "300"});
+  Reply r =
+      redis_.Eval(ScriptSource(ScriptId::kGetOrLock), {"sf:{k}:result", "sf:{k}:lock"}, {a, "300"});
   ASSERT_EQ(r.type, Reply::Type::kArray) << r.str;
   ASSERT_GE(r.elements.size(), 1u);
   EXPECT_EQ(r.elements[0].integer, internal::kGetOrLockAcquired);
   EXPECT_EQ(redis_.Command({"GET", "sf:{k}:lock"}).str, a);
   now_ += 100;
-  r = redis_.Eval(ScriptSource(ScriptId::kGetOrLock), {"sf:{k}:result", "sf:{k}:lock"},
-                  {b, "300"});
+  r = redis_.Eval(ScriptSource(ScriptId::kGetOrLock), {"sf:{k}:result", "sf:{k}:lock"}, {b, "300"});
   ASSERT_EQ(r.type, Reply::Type::kArray) << r.str;
   ASSERT_GE(r.elements.size(), 2u);
   EXPECT_EQ(r.elements[0].integer, internal::kGetOrLockBusy);

@@ -92,9 +92,9 @@ struct Interval {
 
 // One connection of a process (command or subscriber).
 struct Conn {
-  bool up = false;     // the process's view: it may send
-  bool alive = false;  // the socket: bytes sent now reach the server
-  uint64_t epoch = 0;  // changes on every connect and every loss
+  bool up = false;                      // the process's view: it may send
+  bool alive = false;                   // the socket: bytes sent now reach the server
+  uint64_t epoch = 0;                   // changes on every connect and every loss
   uint64_t c2s_last = 0, s2c_last = 0;  // FIFO: last arrival time each way
   uint64_t client = 0;                  // the server's id of it (subscriber)
   bool ever_up = false;
@@ -198,8 +198,8 @@ struct Params {
   uint64_t tick_max_ms = 30;
   bool calm = false;  // no faults at all
   // Fault rates per workload tick, in per mille.
-  uint64_t drop_cmd = 0, drop_sub = 0, stall = 0, pause = 0, crash = 0, close = 0,
-           restart = 0, outage = 0;
+  uint64_t drop_cmd = 0, drop_sub = 0, stall = 0, pause = 0, crash = 0, close = 0, restart = 0,
+           outage = 0;
   // Per command, in per mille.
   uint64_t busy = 0, oom = 0, spike = 0;
   // Producers, in per mille.
@@ -293,7 +293,7 @@ class World {
                std::vector<std::string> keys, std::vector<std::string> args);
   void DeliverReply(Node& n, uint64_t command_id, uint64_t epoch, Reply reply);
   void CommandTimeout(Node& n, uint64_t command_id, uint64_t epoch);
-  void CmdLost(Node& n, const char* why);   // server side: the socket is gone
+  void CmdLost(Node& n, const char* why);        // server side: the socket is gone
   void CmdNoticeDown(Node& n, const char* why);  // process side
   void CmdConnect(Node& n);
   void SubLost(Node& n, const char* why);
@@ -358,8 +358,8 @@ class World {
   std::unordered_map<std::string, int> lock_key_, result_key_;
 
   // Observations.
-  Node* executing_ = nullptr;        // whose script the server runs now
-  std::vector<int> lock_deleted_;    // keys whose lock this script DELeted
+  Node* executing_ = nullptr;      // whose script the server runs now
+  std::vector<int> lock_deleted_;  // keys whose lock this script DELeted
   std::vector<CallRec> calls_;
   bool in_do_ = false;
   std::vector<ExecRec> execs_;
@@ -461,8 +461,7 @@ World::World(uint64_t seed, bool trace)
   options_.redis.command_timeout_ms = kCommandTimeoutMs;
   options_.redis.reconnect_min_ms = 10;
   options_.redis.reconnect_max_ms = 100;
-  options_.when_redis_down =
-      p_.fail_fast ? DegradedMode::kFailFast : DegradedMode::kLocalOnly;
+  options_.when_redis_down = p_.fail_fast ? DegradedMode::kFailFast : DegradedMode::kLocalOnly;
   options_.lock_ttl_ms = kLockTtlMs;
   // Longer than any run: a stored result never expires, so every extra
   // execution must be explained by a lock that went away.
@@ -490,9 +489,8 @@ World::World(uint64_t seed, bool trace)
     OnSet(k, v, nx);
   };
   redis_.hooks().on_remove = [this](const std::string& k, const std::string& v,
-                                    SimRedis::Removal how, uint64_t at) {
-    OnRemove(k, v, how, at);
-  };
+                                    SimRedis::Removal how,
+                                    uint64_t at) { OnRemove(k, v, how, at); };
   redis_.hooks().on_publish = [this](uint64_t client, const std::string& channel,
                                      const std::string& payload) {
     auto found = sub_clients_.find(client);
@@ -727,7 +725,7 @@ void World::Execute(Node& n, uint64_t command_id, uint64_t epoch, ScriptId scrip
   }
   Mix(static_cast<uint64_t>(script) * 31 + static_cast<uint64_t>(reply.type));
   SIM_LOG(&n, "server: #", command_id, " ", internal::ScriptName(script), " ", KeyOf(keys), " => ",
-      tracing_ ? Describe(reply) : std::string());
+          tracing_ ? Describe(reply) : std::string());
   if (n.cmd.epoch != epoch) {
     SIM_LOG(&n, "server: reply #", command_id, " lost with its connection");
     return;
@@ -749,7 +747,7 @@ void World::DeliverReply(Node& n, uint64_t command_id, uint64_t epoch, Reply rep
   PendingCommand command = std::move(n.pending.front());
   n.pending.pop_front();
   SIM_LOG(&n, "reply #", command_id, " ", internal::ScriptName(command.script), " ",
-      KeyOf(command.keys), " = ", tracing_ ? Describe(reply) : std::string());
+          KeyOf(command.keys), " = ", tracing_ ? Describe(reply) : std::string());
   command.callback(Status::Ok(), reply);
 }
 
@@ -918,12 +916,15 @@ void World::OnSubMessage(Node& n, uint64_t epoch, const std::string& channel,
   if (found == n.channels.end()) return;
   std::vector<ChannelListener*> targets;
   for (auto& l : found->second.listeners) targets.push_back(l.listener);
-  SIM_LOG(&n, "message on ", channel, " ", tracing_ ? Describe([&] {
-    Reply r;
-    r.type = Reply::Type::kString;
-    r.str = payload;
-    return r;
-  }()) : std::string(), " to ", targets.size(), " listener(s)");
+  SIM_LOG(&n, "message on ", channel, " ",
+          tracing_ ? Describe([&] {
+            Reply r;
+            r.type = Reply::Type::kString;
+            r.str = payload;
+            return r;
+          }())
+                   : std::string(),
+          " to ", targets.size(), " listener(s)");
   for (ChannelListener* target : targets) {
     // A listener removed by an earlier one is never called again.
     auto again = n.channels.find(channel);
@@ -996,7 +997,8 @@ void World::OnSet(const std::string& key, const std::string& value, bool nx) {
     token_acq_[value] = acquisitions_.size();
     acquisitions_.push_back(a);
     latest_token_[k] = value;
-    SIM_LOG(executing_, "server: lease #", a.number, " of ", key_names_[k], " acquired by ", Tok(value));
+    SIM_LOG(executing_, "server: lease #", a.number, " of ", key_names_[k], " acquired by ",
+            Tok(value));
     return;
   }
   auto result = result_key_.find(key);
@@ -1017,11 +1019,10 @@ void World::OnSet(const std::string& key, const std::string& value, bool nx) {
                           ? std::string("a token that never held the lock")
                           : "lease #" + std::to_string(acquisitions_[writer->second].number) +
                                 " (p" + std::to_string(acquisitions_[writer->second].node) + ")";
-    std::string latest =
-        newest == token_acq_.end()
-            ? std::string("none")
-            : "#" + std::to_string(acquisitions_[newest->second].number) + " (p" +
-                  std::to_string(acquisitions_[newest->second].node) + ")";
+    std::string latest = newest == token_acq_.end()
+                             ? std::string("none")
+                             : "#" + std::to_string(acquisitions_[newest->second].number) + " (p" +
+                                   std::to_string(acquisitions_[newest->second].node) + ")";
     Fail("stale-write", "t=" + std::to_string(now_) + " result of " + key_names_[k] +
                             " written by " + who + " while the newest lease is " + latest);
   }
@@ -1041,12 +1042,12 @@ void World::OnRemove(const std::string& key, const std::string& value, SimRedis:
   int owner = acq == token_acq_.end() ? -1 : acquisitions_[acq->second].node;
   int number = acq == token_acq_.end() ? 0 : acquisitions_[acq->second].number;
   SIM_LOG(nullptr, "server: lease #", number, " of ", key_names_[k], " (", Tok(value), ", p", owner,
-      ") lapsed at ", expire_at);
+          ") lapsed at ", expire_at);
   Interval window{expire_at > kExcuseWindowMs ? expire_at - kExcuseWindowMs : 0, expire_at};
   if (!Excused(owner, window)) {
     Fail("lock-leak", "lease #" + std::to_string(number) + " of " + key_names_[k] + " (p" +
-                          std::to_string(owner) + ") lapsed by TTL at t=" +
-                          std::to_string(expire_at) +
+                          std::to_string(owner) +
+                          ") lapsed by TTL at t=" + std::to_string(expire_at) +
                           " with no fault on its process or the server in [" +
                           std::to_string(window.from) + ", " + std::to_string(window.to) + "]");
   }
@@ -1120,7 +1121,8 @@ void World::Tick() {
   if (fault(p_.drop_cmd)) {
     if (Node* n = PickNode(true)) {
       CmdLost(*n, "fault: connection dropped");
-      Push(now_ + rng_.Range(0, 5), n, [this, n] { CmdNoticeDown(*n, "fault: connection dropped"); });
+      Push(now_ + rng_.Range(0, 5), n,
+           [this, n] { CmdNoticeDown(*n, "fault: connection dropped"); });
     }
     return;
   }
@@ -1286,26 +1288,27 @@ Producer World::MakeProducer(Node& n, int key) {
 void World::OnCallback(int call_id, const Result& r) {
   CallRec& call = calls_[call_id];
   ++call.callbacks;
-  SIM_LOG(call.node, "callback c", call_id, " ", r.status.ToString().substr(0, 60), " source=",
-      SourceName(r.source), r.ok() ? " value=" + std::string(r.value()) : std::string(),
-      r.degraded ? " degraded" : "");
+  SIM_LOG(call.node, "callback c", call_id, " ", r.status.ToString().substr(0, 60),
+          " source=", SourceName(r.source),
+          r.ok() ? " value=" + std::string(r.value()) : std::string(),
+          r.degraded ? " degraded" : "");
   bool exempt = call.node->ever_crashed;
   if (in_do_) Fail("one-callback", "c" + std::to_string(call_id) + ": callback ran inside Do");
   if (!call.accepted && !exempt && call.callbacks == 1) {
     Fail("one-callback", "c" + std::to_string(call_id) + " was rejected but got a callback");
   }
   if (call.callbacks == 2 && !exempt) {
-    Fail("one-callback", "c" + std::to_string(call_id) + " got a second callback at t=" +
-                             std::to_string(now_));
+    Fail("one-callback",
+         "c" + std::to_string(call_id) + " got a second callback at t=" + std::to_string(now_));
   }
   if (call.callbacks == 1) {
     call.answered_at = now_;
     if (!exempt && now_ > AllowedAnswerTime(call)) {
-      Fail("deadline", "c" + std::to_string(call_id) + " (" + key_names_[call.key] + ", p" +
-                           std::to_string(call.node->id) + ") issued t=" +
-                           std::to_string(call.issued) + " deadline t=" +
-                           std::to_string(call.deadline) + " answered t=" +
-                           std::to_string(now_) + " (" + r.status.ToString() + ")");
+      Fail("deadline",
+           "c" + std::to_string(call_id) + " (" + key_names_[call.key] + ", p" +
+               std::to_string(call.node->id) + ") issued t=" + std::to_string(call.issued) +
+               " deadline t=" + std::to_string(call.deadline) +
+               " answered t=" + std::to_string(now_) + " (" + r.status.ToString() + ")");
     }
   }
   if (r.ok()) {
@@ -1316,7 +1319,7 @@ void World::OnCallback(int call_id, const Result& r) {
                          " and got \"" + value + "\", which no execution of it produced");
     } else if (unleased_value_.count(value) && !r.degraded && !exempt) {
       Fail("degraded-flag", "c" + std::to_string(call_id) + " got " + value +
-                           ", from a run without the lock, and Result::degraded is false");
+                                ", from a run without the lock, and Result::degraded is false");
     }
   }
 }
@@ -1434,9 +1437,9 @@ void World::CheckEnd() {
     if (exec_count_[k] > bound) {
       Fail("executions", key_names_[k] + " ran " + std::to_string(exec_count_[k]) +
                              " times; bound 1 + lapses " + std::to_string(lapses_[k]) +
-                             " + releases without a result " +
-                             std::to_string(released_empty_[k]) + " + unleased runs " +
-                             std::to_string(unleased_[k]) + " = " + std::to_string(bound));
+                             " + releases without a result " + std::to_string(released_empty_[k]) +
+                             " + unleased runs " + std::to_string(unleased_[k]) + " = " +
+                             std::to_string(bound));
     }
   }
   for (auto& node : nodes_) {
@@ -1446,8 +1449,8 @@ void World::CheckEnd() {
     }
   }
   if (redis_.unsupported() > 0) {
-    Fail("sim", "the scripts used something the shim does not support: " +
-                    redis_.last_unsupported());
+    Fail("sim",
+         "the scripts used something the shim does not support: " + redis_.last_unsupported());
   }
 }
 
@@ -1466,10 +1469,9 @@ SeedResult World::Run() {
     size_t total = violation_counts_[v.invariant];
     if (total > kDetailsPerInvariant) {
       // (the count is added once, to the first detail)
-      bool first = &v == &*std::find_if(violations_.begin(), violations_.end(),
-                                         [&](const Violation& w) {
-                                           return w.invariant == v.invariant;
-                                         });
+      bool first =
+          &v == &*std::find_if(violations_.begin(), violations_.end(),
+                               [&](const Violation& w) { return w.invariant == v.invariant; });
       if (first) v.detail += " [" + std::to_string(total) + " in this run]";
     }
   }
@@ -1480,11 +1482,10 @@ SeedResult World::Run() {
         << (p_.calm ? " calm" : "") << " drop_cmd=" << p_.drop_cmd << " drop_sub=" << p_.drop_sub
         << " stall=" << p_.stall << " pause=" << p_.pause << " crash=" << p_.crash
         << " close=" << p_.close << " restart=" << p_.restart << " outage=" << p_.outage
-        << " busy=" << p_.busy << " oom=" << p_.oom << " spike=" << p_.spike
-        << " fail=" << p_.fail << " never=" << p_.never << " sync=" << p_.sync
-        << " slow=" << p_.slow << " cancel=" << p_.cancel
-        << (p_.fail_fast ? " fail_fast" : " local_only") << " l1_ttl=" << options_.l1_ttl_ms
-        << (options_.l1_max_entries == 0 ? " (l1 off)" : "");
+        << " busy=" << p_.busy << " oom=" << p_.oom << " spike=" << p_.spike << " fail=" << p_.fail
+        << " never=" << p_.never << " sync=" << p_.sync << " slow=" << p_.slow
+        << " cancel=" << p_.cancel << (p_.fail_fast ? " fail_fast" : " local_only")
+        << " l1_ttl=" << options_.l1_ttl_ms << (options_.l1_max_entries == 0 ? " (l1 off)" : "");
   out.setup = setup.str();
   out.fingerprint = fingerprint_;
   out.events = events_;
