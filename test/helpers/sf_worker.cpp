@@ -19,7 +19,9 @@
 //
 // With --duration-ms D every caller calls again as soon as it has its result,
 // for D ms after "go" (a hot key under constant load); then the process ends
-// as usual once the last calls are answered.
+// as usual once the last calls are answered. Instead of a line per call it
+// prints one "codes <code>=<calls> ..." line before the stats line (thousands
+// of lines would fill the pipe while the test reads another worker).
 //
 // With --park the producer does not finish by itself: it prints
 // "leading <key>" and waits for the test. The stdin line "finish <value>"
@@ -42,6 +44,7 @@
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <map>
 #include <string>
 
 #include "singleflight/group.h"
@@ -254,9 +257,13 @@ class Worker {
 
   void OnResult(int i, const std::string& key, const singleflight::Result& r) {
     std::string text = r.ok() ? std::string(r.value()) : r.status.message();
-    std::printf("result %d %s %s %s %s\n", i, key.c_str(),
+    if (config_.duration_ms > 0) {
+      ++codes_[std::string(singleflight::CodeName(r.status.code()))];
+    } else {
+      std::printf("result %d %s %s %s %s\n", i, key.c_str(),
                 std::string(singleflight::CodeName(r.status.code())).c_str(),
                 std::string(singleflight::SourceName(r.source)).c_str(), text.c_str());
+    }
     if (config_.duration_ms > 0 && !closing_ && uv_now(loop_) - started_at_ < config_.duration_ms) {
       return CallOnce(i);  // the key stays hot until the duration is over
     }
@@ -284,17 +291,23 @@ class Worker {
   }
 
   void PrintStats() {
+    if (config_.duration_ms > 0) {
+      std::string line = "codes";
+      for (auto& [code, calls] : codes_) line += " " + code + "=" + std::to_string(calls);
+      std::printf("%s\n", line.c_str());
+    }
     singleflight::Stats s = group_->stats();
     auto n = [](uint64_t v) { return static_cast<unsigned long long>(v); };
     std::printf(
         "stats leads=%llu takeovers=%llu pubsub=%llu fallback=%llu malformed=%llu "
         "leases_lost=%llu leases_released=%llu leases_abandoned=%llu foreign_dropped=%llu "
         "unknown_outcomes=%llu error_replies_retryable=%llu error_replies_fatal=%llu "
-        "undecodable_results=%llu timeouts=%llu inflight=%llu\n",
+        "undecodable_results=%llu timeouts=%llu inflight=%llu redis_errors=%llu reconnects=%llu\n",
         n(s.leads), n(s.takeovers), n(s.pubsub_wakes), n(s.fallback_hits),
         n(s.malformed_dropped), n(s.leases_lost), n(s.leases_released), n(s.leases_abandoned),
         n(s.foreign_dropped), n(s.unknown_outcomes), n(s.error_replies_retryable),
-        n(s.error_replies_fatal), n(s.undecodable_results), n(s.timeouts), n(s.inflight));
+        n(s.error_replies_fatal), n(s.undecodable_results), n(s.timeouts), n(s.inflight),
+        n(s.redis_errors), n(s.reconnects));
     std::fflush(stdout);
   }
 
@@ -310,6 +323,7 @@ class Worker {
   uint64_t started_at_ = 0;
   std::deque<singleflight::Done> parked_;  // --park: productions the test finishes
   int fences_ = 0;
+  std::map<std::string, int> codes_;  // --duration-ms: calls per result code
   uv_check_t check_;
   uint64_t invalidations_ = 0;
 };

@@ -16,6 +16,7 @@
 
 #include <cstdlib>
 #include <deque>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -75,6 +76,7 @@ class Work {
 struct WorkerOutput {
   std::vector<std::vector<std::string>> results;  // result i key code source text
   std::string stats;                              // the "stats k=v ..." line
+  std::map<std::string, int> codes;               // --duration-ms: calls per code
   int exit_status = -1;
 
   // A field of the stats line ("leads", "leases_lost", ...); -1 if absent.
@@ -149,6 +151,13 @@ class FleetTest : public ::testing::Test {
     for (auto& l : lines) {
       if (l.rfind("result ", 0) == 0) out.results.push_back(SplitWords(l));
       if (l.rfind("stats ", 0) == 0) out.stats = l;
+      if (l.rfind("codes", 0) == 0) {
+        std::vector<std::string> words = SplitWords(l);
+        for (size_t i = 1; i < words.size(); ++i) {
+          size_t eq = words[i].find('=');
+          if (eq != std::string::npos) out.codes[words[i].substr(0, eq)] += std::atoi(words[i].c_str() + eq + 1);
+        }
+      }
     }
     out.exit_status = child.Wait();
     return out;
