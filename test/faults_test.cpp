@@ -181,8 +181,8 @@ class FaultTest : public test::FleetTest {
   long long CommandsProcessed() {
     long long total = 0;
     for (const auto& [name, calls] : redis_.CommandCalls()) {
-      if (name == "info" || name == "subscribe" || name == "unsubscribe" ||
-          name == "psubscribe" || name == "punsubscribe") {
+      if (name == "info" || name == "subscribe" || name == "unsubscribe" || name == "psubscribe" ||
+          name == "punsubscribe") {
         continue;
       }
       total += calls;
@@ -221,8 +221,8 @@ class FaultTest : public test::FleetTest {
 // lease (30 s) outlives every caller's deadline (5 s), so a lock left behind
 // shows as timeouts, and as a lock key at the end.
 TEST_F(FaultTest, HotFailingKeyAcrossProcessesStrandsNoCallerAndLeavesNoLock) {
-  auto outputs = RunWorkers(4, {"--callers", "8", "--fail", "--work-ms", "1", "--duration-ms", "1000",
-                                "--timeout-ms", "5000", "--lock-ttl-ms", "30000"});
+  auto outputs = RunWorkers(4, {"--callers", "8", "--fail", "--work-ms", "1", "--duration-ms",
+                                "1000", "--timeout-ms", "5000", "--lock-ttl-ms", "30000"});
   std::map<std::string, int> codes;
   int calls = 0;
   std::string all_stats;  // for the failure messages
@@ -296,10 +296,11 @@ TEST_F(FaultTest, LockTakenByARecheckAfterTheLastCallerLeftIsReleased) {
 
   // The holder's lock lapses (gone without a message); garbage on the channel
   // makes the follower re-check.
-  ASSERT_EQ(redis_.Command({"EVAL",
-                            "redis.call('DEL', KEYS[1]) redis.call('PUBLISH', KEYS[2], ARGV[1]) "
-                            "return 1",
-                            "2", names.lock, names.channel, "garbage"})
+  ASSERT_EQ(redis_
+                .Command({"EVAL",
+                          "redis.call('DEL', KEYS[1]) redis.call('PUBLISH', KEYS[2], ARGV[1]) "
+                          "return 1",
+                          "2", names.lock, names.channel, "garbage"})
                 .integer,
             1);
   ASSERT_TRUE(RunUntil(&loop_, [&] { return follower.stats().malformed_dropped >= 1; }));
@@ -376,7 +377,8 @@ TEST_F(FaultTest, CloseWithThousandsOfCompletionsInFlightStoresEveryResult) {
   WarmUp(group);
   Work& work = NewWork();
   auto& results = NewResults();
-  for (int i = 0; i < kKeys; ++i) Call(group, "flight-" + std::to_string(i), work.Parked(), &results);
+  for (int i = 0; i < kKeys; ++i)
+    Call(group, "flight-" + std::to_string(i), work.Parked(), &results);
   ASSERT_TRUE(RunUntil(&loop_, [&] { return work.parked.size() == kKeys; }));
   for (int i = 0; i < kKeys; ++i) work.parked[i]("value-" + std::to_string(i));
   ASSERT_TRUE(CloseAndWait(group));
@@ -393,8 +395,8 @@ TEST_F(FaultTest, CloseWithThousandsOfCompletionsInFlightStoresEveryResult) {
       continue;
     }
     internal::Envelope envelope;
-    Status status = internal::DecodeEnvelope(
-        stored.elements[i].str, internal::DecodeLimits::ForMaxValue(1024), &envelope);
+    Status status = internal::DecodeEnvelope(stored.elements[i].str,
+                                             internal::DecodeLimits::ForMaxValue(1024), &envelope);
     wrong += !status.ok() || envelope.value != "value-" + std::to_string(i);
   }
   EXPECT_EQ(missing, 0) << "results lost by Close";
@@ -439,6 +441,7 @@ TEST_F(FaultTest, BusyReplyToCompleteIsRetried) {
   ASSERT_TRUE(RunUntil(&loop_, [&] { return work.runs == 1; }));
   Call(follower, "k", work.Now("a second execution"), &followed);
   ASSERT_TRUE(WaitForSubscriber(Names("k").channel));
+  Settle(follower);  // from here on only the leader's completion can answer it
 
   ASSERT_EQ(redis_.Command({"CONFIG", "SET", "busy-reply-threshold", "100"}).str, "OK");
   auto script = redis_.Send({"EVAL", kBusyScript, "0"});
@@ -450,7 +453,8 @@ TEST_F(FaultTest, BusyReplyToCompleteIsRetried) {
   work.parked[0]("value");  // the completion meets BUSY
   // Let the leader see its BUSY reply (and retry it) before the script ends;
   // bounded, because a version that drops the reply counts nothing.
-  RunUntil(&loop_, [&] { return leader.stats().error_replies_retryable >= 1; }, 3000);
+  RunUntil(
+      &loop_, [&] { return leader.stats().error_replies_retryable >= 1; }, 3000);
   internal::Reply kill;
   for (int i = 0; i < 100; ++i) {
     kill = redis_.Command({"SCRIPT", "KILL"});
@@ -482,10 +486,12 @@ TEST_F(FaultTest, OomReplyToCompleteDoesNotStrandFollowers) {
   ASSERT_TRUE(RunUntil(&loop_, [&] { return work.runs == 1; }));
   Call(follower, "k", work.Now("a second execution"), &followed, 10000);
   ASSERT_TRUE(WaitForSubscriber(Names("k").channel));
+  Settle(follower);  // from here on only the leader's completion can answer it
 
   RefuseWrites();
   work.parked[0]("value");  // Complete's SET is refused with OOM
-  ASSERT_TRUE(RunUntil(&loop_, [&] { return followed.size() == 1; }, 30000));
+  ASSERT_TRUE(RunUntil(
+      &loop_, [&] { return followed.size() == 1; }, 30000));
   redis_.Command({"CONFIG", "SET", "maxmemory", "0"});
 
   const Result& r = followed[0];
@@ -521,9 +527,8 @@ TEST_F(FaultTest, OomOnFirstCheckIsUnavailableNotALocalRun) {
 class NoScriptingUserTest : public FaultTest {
  protected:
   NoScriptingUserTest()
-      : FaultTest(RedisServer::Config{"",
-                                      {"--user", "sf", "on", ">sf-secret", "~sf:*", "&sf:*",
-                                       "+@all", "-@scripting"}}) {}
+      : FaultTest(RedisServer::Config{
+            "", {"--user", "sf", "on", ">sf-secret", "~sf:*", "&sf:*", "+@all", "-@scripting"}}) {}
 };
 
 TEST_F(NoScriptingUserTest, NoPermOnFirstCheckIsUnavailableNotALocalRun) {
@@ -628,8 +633,8 @@ TEST_F(FaultTest, ForgedEnvelopeFromAnotherTokenIsDropped) {
   forged.token = internal::RandomToken();
   forged.produced_at_ms = WallMs();
   ASSERT_GE(redis_.Command({"PUBLISH", channel, internal::EncodeEnvelope(forged)}).integer, 1);
-  ASSERT_TRUE(RunUntil(&loop_,
-                       [&] { return follower.stats().foreign_dropped >= 1 || !followed.empty(); }));
+  ASSERT_TRUE(
+      RunUntil(&loop_, [&] { return follower.stats().foreign_dropped >= 1 || !followed.empty(); }));
   EXPECT_TRUE(followed.empty()) << "the follower accepted a forged message: "
                                 << followed[0].value();
 
@@ -789,9 +794,8 @@ TEST_F(StaleLeaderTest, StaleLeaderDoesNotWakeTheNewerLeasesFollowers) {
   // dropped a probe published after the stale completion, it has seen
   // whatever that completion published.
   redis_.Command({"PUBLISH", channel, "probe"});
-  ASSERT_TRUE(RunUntil(&loop_, [&] {
-    return follower.stats().malformed_dropped >= 1 || !followed.empty();
-  }));
+  ASSERT_TRUE(RunUntil(
+      &loop_, [&] { return follower.stats().malformed_dropped >= 1 || !followed.empty(); }));
   EXPECT_TRUE(followed.empty()) << "woken by the stale leader with " << followed[0].value();
 
   work.parked[0]("new");

@@ -248,8 +248,7 @@ class Worker {
     bool accepted = done(value);
     std::string fence = "fence-" + std::to_string(++fences_);
     singleflight::Call call = group_->Do(
-        fence,
-        [](const singleflight::ProducerContext&, singleflight::Done d) { d("fence"); },
+        fence, [](const singleflight::ProducerContext&, singleflight::Done d) { d("fence"); },
         [accepted](const singleflight::Result&) { std::printf("finished %d\n", accepted); },
         singleflight::CallOptions{config_.timeout_ms});
     if (!call.ok()) std::printf("finished %d\n", accepted);
@@ -261,8 +260,8 @@ class Worker {
       ++codes_[std::string(singleflight::CodeName(r.status.code()))];
     } else {
       std::printf("result %d %s %s %s %s\n", i, key.c_str(),
-                std::string(singleflight::CodeName(r.status.code())).c_str(),
-                std::string(singleflight::SourceName(r.source)).c_str(), text.c_str());
+                  std::string(singleflight::CodeName(r.status.code())).c_str(),
+                  std::string(singleflight::SourceName(r.source)).c_str(), text.c_str());
     }
     if (config_.duration_ms > 0 && !closing_ && uv_now(loop_) - started_at_ < config_.duration_ms) {
       return CallOnce(i);  // the key stays hot until the duration is over
@@ -303,11 +302,10 @@ class Worker {
         "leases_lost=%llu leases_released=%llu leases_abandoned=%llu foreign_dropped=%llu "
         "unknown_outcomes=%llu error_replies_retryable=%llu error_replies_fatal=%llu "
         "undecodable_results=%llu timeouts=%llu inflight=%llu redis_errors=%llu reconnects=%llu\n",
-        n(s.leads), n(s.takeovers), n(s.pubsub_wakes), n(s.fallback_hits),
-        n(s.malformed_dropped), n(s.leases_lost), n(s.leases_released), n(s.leases_abandoned),
-        n(s.foreign_dropped), n(s.unknown_outcomes), n(s.error_replies_retryable),
-        n(s.error_replies_fatal), n(s.undecodable_results), n(s.timeouts), n(s.inflight),
-        n(s.redis_errors), n(s.reconnects));
+        n(s.leads), n(s.takeovers), n(s.pubsub_wakes), n(s.fallback_hits), n(s.malformed_dropped),
+        n(s.leases_lost), n(s.leases_released), n(s.leases_abandoned), n(s.foreign_dropped),
+        n(s.unknown_outcomes), n(s.error_replies_retryable), n(s.error_replies_fatal),
+        n(s.undecodable_results), n(s.timeouts), n(s.inflight), n(s.redis_errors), n(s.reconnects));
     std::fflush(stdout);
   }
 

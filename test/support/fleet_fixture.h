@@ -155,7 +155,8 @@ class FleetTest : public ::testing::Test {
         std::vector<std::string> words = SplitWords(l);
         for (size_t i = 1; i < words.size(); ++i) {
           size_t eq = words[i].find('=');
-          if (eq != std::string::npos) out.codes[words[i].substr(0, eq)] += std::atoi(words[i].c_str() + eq + 1);
+          if (eq == std::string::npos) continue;
+          out.codes[words[i].substr(0, eq)] += std::atoi(words[i].c_str() + eq + 1);
         }
       }
     }
