@@ -307,39 +307,8 @@ TEST_F(DistributedTest, RedisDownAtStartFailsFastWhenConfigured) {
 
 // --- real processes -------------------------------------------------------------
 
-struct WorkerOutput {
-  std::vector<std::vector<std::string>> results;  // result i key code source text
-  std::string stats;
-  int exit_status = -1;
-};
-
-class MultiProcessTest : public DistributedTest {
- protected:
-  std::vector<WorkerOutput> RunWorkers(int procs, std::vector<std::string> args) {
-    std::vector<std::unique_ptr<ChildProcess>> children;
-    args.insert(args.begin(), {"--redis", redis_.host() + ":" + std::to_string(redis_.port())});
-    for (int i = 0; i < procs; ++i) {
-      children.push_back(std::make_unique<ChildProcess>());
-      EXPECT_TRUE(children.back()->Spawn(SF_HELPER_sf_worker, args));
-    }
-    std::string line;
-    for (auto& child : children) EXPECT_TRUE(child->ReadLine(&line, 10000) && line == "ready");
-    for (auto& child : children) child->WriteLine("go");
-    std::vector<WorkerOutput> outputs;
-    for (auto& child : children) {
-      WorkerOutput out;
-      std::vector<std::string> lines;
-      EXPECT_TRUE(child->ReadAll(&lines, 60000)) << "a worker hung";
-      for (auto& l : lines) {
-        if (l.rfind("result ", 0) == 0) out.results.push_back(test::SplitWords(l));
-        if (l.rfind("stats ", 0) == 0) out.stats = l;
-      }
-      out.exit_status = child->Wait();
-      outputs.push_back(std::move(out));
-    }
-    return outputs;
-  }
-};
+// RunWorkers (the fleet fixture) starts real sf_worker processes.
+class MultiProcessTest : public DistributedTest {};
 
 TEST_F(MultiProcessTest, ProcessesTimesCallersOnOneKeyRunOnce) {
   auto outputs = RunWorkers(4, {"--callers", "10", "--work-ms", "200"});

@@ -6,6 +6,7 @@
 //   sf_worker --redis HOST:PORT [--callers C] [--keys K] [--work-ms W]
 //             [--lock-ttl-ms L] [--fallback-ms F] [--timeout-ms T]
 //             [--fail] [--crash] [--prefix P] [--rounds R] [--l1-ttl-ms T]
+//             [--duration-ms D] [--park]
 //
 // The producer INCRs "<prefix>exec:<key>" first, so executions are counted in
 // Redis even if this process is then SIGKILLed (--crash kills the process
@@ -16,8 +17,24 @@
 // Forget from another process reaches it (so a test can wait for that event).
 // Values are "v:<key>:<pid>:<execution>", so a re-execution is visible.
 //
-// Output: "result <i> <key> <code> <source> <value-or-message>" per caller,
-// then "stats leads=N takeovers=N pubsub=N fallback=N malformed=N".
+// With --duration-ms D every caller calls again as soon as it has its result,
+// for D ms after "go" (a hot key under constant load); then the process ends
+// as usual once the last calls are answered. Instead of a line per call it
+// prints one "codes <code>=<calls> ..." line before the stats line (thousands
+// of lines would fill the pipe while the test reads another worker).
+//
+// With --park the producer does not finish by itself: it prints
+// "leading <key>" and waits for the test. The stdin line "finish <value>"
+// completes the oldest parked production with <value>, then makes one more
+// call on a fresh key through the same connection and prints
+// "finished <done-accepted 0|1>" when that call is answered: replies come in
+// order on one connection, so by then Redis has answered the completion.
+// The process does not close by itself: "quit" prints the stats line, closes
+// the group and exits (EOF on stdin does the same).
+//
+// Output: "result <i> <key> <code> <source> <value-or-message>" per call,
+// then "stats leads=N takeovers=N pubsub=N fallback=N malformed=N ..." (every
+// field is name=value, see PrintStats).
 #include <hiredis/hiredis.h>
 #include <signal.h>
 #include <unistd.h>
@@ -25,7 +42,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <functional>
+#include <map>
 #include <string>
 
 #include "singleflight/group.h"
@@ -46,6 +65,8 @@ struct Config {
   std::string prefix = "sf:";
   int rounds = 1;
   uint32_t l1_ttl_ms = 1000;
+  uint32_t duration_ms = 0;  // 0: each caller calls once per round
+  bool park = false;
 };
 
 Config Parse(int argc, char** argv) {
@@ -73,6 +94,10 @@ Config Parse(int argc, char** argv) {
       c.rounds = std::atoi(next().c_str());
     } else if (a == "--l1-ttl-ms") {
       c.l1_ttl_ms = std::atoi(next().c_str());
+    } else if (a == "--duration-ms") {
+      c.duration_ms = std::atoi(next().c_str());
+    } else if (a == "--park") {
+      c.park = true;
     } else if (a == "--prefix") {
       c.prefix = next();
     } else if (a == "--fail") {
@@ -110,7 +135,15 @@ class Worker {
   void Go() {
     if (closing_ || round_ >= config_.rounds || finished_ < round_ * config_.callers) return;
     ++round_;
+    started_at_ = uv_now(loop_);
     Start();
+  }
+
+  // One line from the test: "go", "finish <value>" or "quit".
+  void OnLine(const std::string& line) {
+    if (line.empty() || line == "go") return Go();
+    if (line == "quit") return Quit();
+    if (line.rfind("finish ", 0) == 0) return FinishParked(line.substr(7));
   }
 
   // Reports Forget broadcasts from other processes as they arrive; runs
@@ -130,30 +163,39 @@ class Worker {
 
   void Start() {
     for (int i = (round_ - 1) * config_.callers; i < round_ * config_.callers; ++i) {
-      std::string key = "key-" + std::to_string(i % config_.keys);
-      singleflight::Call call = group_->Do(
-          key,
-          [this](const singleflight::ProducerContext& ctx, singleflight::Done done) {
-            Produce(std::string(ctx.key), std::move(done));
-          },
-          [this, i, key](const singleflight::Result& r) { OnResult(i, key, r); },
-          singleflight::CallOptions{config_.timeout_ms});
-      if (!call.ok()) {
-        std::printf("result %d %s rejected none %s\n", i, key.c_str(),
-                    call.status().message().c_str());
-        ++finished_;
-      }
+      CallOnce(i);
     }
     MaybeFinish();
+  }
+
+  void CallOnce(int i) {
+    std::string key = "key-" + std::to_string(i % config_.keys);
+    singleflight::Call call = group_->Do(
+        key,
+        [this](const singleflight::ProducerContext& ctx, singleflight::Done done) {
+          Produce(std::string(ctx.key), std::move(done));
+        },
+        [this, i, key](const singleflight::Result& r) { OnResult(i, key, r); },
+        singleflight::CallOptions{config_.timeout_ms});
+    if (!call.ok()) {
+      std::printf("result %d %s rejected none %s\n", i, key.c_str(),
+                  call.status().message().c_str());
+      ++finished_;
+    }
   }
 
   std::function<void()> on_done;  // the last round is answered
 
   void Quit() {
-    if (closing_) return;
-    closing_ = true;
-    uv_close(reinterpret_cast<uv_handle_t*>(&check_), nullptr);
-    group_->Close([this] { redisFree(counter_); });
+    if (quitting_) return;
+    quitting_ = true;
+    if (!closing_) {
+      closing_ = true;
+      uv_close(reinterpret_cast<uv_handle_t*>(&check_), nullptr);
+      PrintStats();
+    }
+    if (on_done) on_done();
+    CloseGroup();
   }
 
  private:
@@ -162,6 +204,11 @@ class Worker {
         redisCommand(counter_, "INCR %s", (config_.prefix + "exec:" + key).c_str()));
     long long execution = reply && reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1;
     freeReplyObject(reply);
+    if (config_.park) {
+      std::printf("leading %s\n", key.c_str());
+      parked_.push_back(std::move(done));
+      return;
+    }
     auto* work =
         new Work{{},
                  std::move(done),
@@ -189,31 +236,77 @@ class Worker {
              [](uv_handle_t* h) { delete static_cast<Work*>(h->data); });
   }
 
+  // --park: completes the oldest parked production, then fences (see the
+  // header comment).
+  void FinishParked(const std::string& value) {
+    if (parked_.empty() || closing_) {
+      std::printf("finished none\n");
+      return;
+    }
+    singleflight::Done done = std::move(parked_.front());
+    parked_.pop_front();
+    bool accepted = done(value);
+    std::string fence = "fence-" + std::to_string(++fences_);
+    singleflight::Call call = group_->Do(
+        fence, [](const singleflight::ProducerContext&, singleflight::Done d) { d("fence"); },
+        [accepted](const singleflight::Result&) { std::printf("finished %d\n", accepted); },
+        singleflight::CallOptions{config_.timeout_ms});
+    if (!call.ok()) std::printf("finished %d\n", accepted);
+  }
+
   void OnResult(int i, const std::string& key, const singleflight::Result& r) {
     std::string text = r.ok() ? std::string(r.value()) : r.status.message();
-    std::printf("result %d %s %s %s %s\n", i, key.c_str(),
-                std::string(singleflight::CodeName(r.status.code())).c_str(),
-                std::string(singleflight::SourceName(r.source)).c_str(), text.c_str());
+    if (config_.duration_ms > 0) {
+      ++codes_[std::string(singleflight::CodeName(r.status.code()))];
+    } else {
+      std::printf("result %d %s %s %s %s\n", i, key.c_str(),
+                  std::string(singleflight::CodeName(r.status.code())).c_str(),
+                  std::string(singleflight::SourceName(r.source)).c_str(), text.c_str());
+    }
+    if (config_.duration_ms > 0 && !closing_ && uv_now(loop_) - started_at_ < config_.duration_ms) {
+      return CallOnce(i);  // the key stays hot until the duration is over
+    }
     ++finished_;
     MaybeFinish();
   }
 
   void MaybeFinish() {
     if (finished_ != round_ * config_.callers || closing_) return;
-    if (round_ < config_.rounds) {
+    if (round_ < config_.rounds || config_.park) {
       std::printf("round %d done\n", round_);
-      return;  // the next "go" starts the next round
+      return;  // the next "go" starts the next round; --park waits for "quit"
     }
     closing_ = true;
     uv_close(reinterpret_cast<uv_handle_t*>(&check_), nullptr);
     if (on_done) on_done();
-    singleflight::Stats s = group_->stats();
-    std::printf("stats leads=%llu takeovers=%llu pubsub=%llu fallback=%llu malformed=%llu\n",
-                (unsigned long long)s.leads, (unsigned long long)s.takeovers,
-                (unsigned long long)s.pubsub_wakes, (unsigned long long)s.fallback_hits,
-                (unsigned long long)s.malformed_dropped);
-    std::fflush(stdout);
+    PrintStats();
+    CloseGroup();
+  }
+
+  void CloseGroup() {
+    if (group_closed_) return;
+    group_closed_ = true;
     group_->Close([this] { redisFree(counter_); });
+  }
+
+  void PrintStats() {
+    if (config_.duration_ms > 0) {
+      std::string line = "codes";
+      for (auto& [code, calls] : codes_) line += " " + code + "=" + std::to_string(calls);
+      std::printf("%s\n", line.c_str());
+    }
+    singleflight::Stats s = group_->stats();
+    auto n = [](uint64_t v) { return static_cast<unsigned long long>(v); };
+    std::printf(
+        "stats leads=%llu takeovers=%llu pubsub=%llu fallback=%llu malformed=%llu "
+        "leases_lost=%llu leases_released=%llu leases_abandoned=%llu foreign_dropped=%llu "
+        "unknown_outcomes=%llu error_replies_retryable=%llu error_replies_fatal=%llu "
+        "undecodable_results=%llu timeouts=%llu inflight=%llu redis_errors=%llu reconnects=%llu\n",
+        n(s.leads), n(s.takeovers), n(s.pubsub_wakes), n(s.fallback_hits), n(s.malformed_dropped),
+        n(s.leases_lost), n(s.leases_released), n(s.leases_abandoned), n(s.foreign_dropped),
+        n(s.unknown_outcomes), n(s.error_replies_retryable), n(s.error_replies_fatal),
+        n(s.undecodable_results), n(s.timeouts), n(s.inflight), n(s.redis_errors), n(s.reconnects));
+    std::fflush(stdout);
   }
 
   uv_loop_t* loop_;
@@ -222,7 +315,13 @@ class Worker {
   redisContext* counter_;
   int finished_ = 0;
   int round_ = 0;
-  bool closing_ = false;
+  bool closing_ = false;   // no more rounds; the stats line is out
+  bool quitting_ = false;  // Close was asked for by "quit" or EOF
+  bool group_closed_ = false;
+  uint64_t started_at_ = 0;
+  std::deque<singleflight::Done> parked_;  // --park: productions the test finishes
+  int fences_ = 0;
+  std::map<std::string, int> codes_;  // --duration-ms: calls per result code
   uv_check_t check_;
   uint64_t invalidations_ = 0;
 };
@@ -232,6 +331,7 @@ class Worker {
 struct StdinGate {
   uv_pipe_t pipe;
   Worker* worker;
+  std::string partial;  // a line not yet ended by '\n'
 };
 
 }  // namespace
@@ -268,7 +368,13 @@ int main(int argc, char** argv) {
           return;
         }
         for (ssize_t i = 0; i < n; ++i) {
-          if (buf->base[i] == '\n') g->worker->Go();
+          if (buf->base[i] != '\n') {
+            g->partial += buf->base[i];
+            continue;
+          }
+          std::string line = std::move(g->partial);
+          g->partial.clear();
+          g->worker->OnLine(line);
         }
       });
   std::printf("ready\n");

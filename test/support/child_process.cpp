@@ -108,6 +108,28 @@ void ChildProcess::Kill(int signal) {
   if (pid_ > 0) kill(pid_, signal);
 }
 
+bool ChildProcess::Stop() {
+  if (pid_ <= 0 || kill(pid_, SIGSTOP) != 0) return false;
+  int status = 0;
+  while (waitpid(pid_, &status, WUNTRACED) == pid_) {
+    if (WIFSTOPPED(status)) return true;
+    if (WIFEXITED(status) || WIFSIGNALED(status)) break;  // reaped: it is gone
+  }
+  pid_ = -1;
+  return false;
+}
+
+bool ChildProcess::Continue() {
+  if (pid_ <= 0 || kill(pid_, SIGCONT) != 0) return false;
+  int status = 0;
+  while (waitpid(pid_, &status, WCONTINUED) == pid_) {
+    if (WIFCONTINUED(status)) return true;
+    if (WIFEXITED(status) || WIFSIGNALED(status)) break;  // reaped: it is gone
+  }
+  pid_ = -1;
+  return false;
+}
+
 std::vector<std::string> SplitWords(const std::string& line) {
   std::vector<std::string> words;
   size_t start = 0;

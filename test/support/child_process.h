@@ -27,6 +27,10 @@ class ChildProcess {
   // Waits for exit; returns the raw wait status, or -1.
   int Wait();
   void Kill(int signal);
+  // SIGSTOP / SIGCONT, returning once the child has really stopped (or
+  // resumed), so a test knows the child's timers cannot run in between.
+  bool Stop();
+  bool Continue();
   pid_t pid() const { return pid_; }
 
  private:

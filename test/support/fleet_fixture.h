@@ -5,18 +5,25 @@
 //
 // Work: producers for such tests — one finishing on a uv timer, one parked
 // until the test calls its Done.
+//
+// Real processes: SpawnWorker/RunWorkers start test/helpers/sf_worker against
+// this test's server (sf_tests only: the worker's path is a compile
+// definition of that target).
 #pragma once
 
 #include <gtest/gtest.h>
 #include <uv.h>
 
+#include <cstdlib>
 #include <deque>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "key_naming.h"
 #include "singleflight/group.h"
+#include "support/child_process.h"
 #include "support/loop_helpers.h"
 #include "support/redis_server.h"
 
@@ -64,6 +71,20 @@ class Work {
              [](uv_handle_t* h) { delete static_cast<Timer*>(h->data); });
   }
   uv_loop_t* loop_;
+};
+
+// What one sf_worker printed, and how it ended.
+struct WorkerOutput {
+  std::vector<std::vector<std::string>> results;  // result i key code source text
+  std::string stats;                              // the "stats k=v ..." line
+  std::map<std::string, int> codes;               // --duration-ms: calls per code
+  int exit_status = -1;
+
+  // A field of the stats line ("leads", "leases_lost", ...); -1 if absent.
+  long long Stat(const std::string& name) const {
+    size_t at = stats.find(" " + name + "=");
+    return at == std::string::npos ? -1 : std::atoll(stats.c_str() + at + name.size() + 2);
+  }
 };
 
 class FleetTest : public ::testing::Test {
@@ -119,6 +140,50 @@ class FleetTest : public ::testing::Test {
     std::string result = internal::NameFlight(prefix, key).result;
     return RunUntil(&loop_, [&] { return redis_.Command({"EXISTS", result}).integer == 1; });
   }
+
+#ifdef SF_HELPER_sf_worker
+  // Starts one sf_worker on this test's server and waits for its "ready".
+  std::unique_ptr<ChildProcess> SpawnWorker(std::vector<std::string> args) {
+    args.insert(args.begin(), {"--redis", redis_.host() + ":" + std::to_string(redis_.port())});
+    auto child = std::make_unique<ChildProcess>();
+    EXPECT_TRUE(child->Spawn(SF_HELPER_sf_worker, args));
+    std::string line;
+    EXPECT_TRUE(child->ReadLine(&line, 10000) && line == "ready") << line;
+    return child;
+  }
+
+  // Reads a worker's output until it exits.
+  static WorkerOutput Collect(ChildProcess& child) {
+    WorkerOutput out;
+    std::vector<std::string> lines;
+    EXPECT_TRUE(child.ReadAll(&lines, 60000)) << "a worker hung";
+    for (auto& l : lines) {
+      if (l.rfind("result ", 0) == 0) out.results.push_back(SplitWords(l));
+      if (l.rfind("stats ", 0) == 0) out.stats = l;
+      if (l.rfind("codes", 0) == 0) {
+        std::vector<std::string> words = SplitWords(l);
+        for (size_t i = 1; i < words.size(); ++i) {
+          size_t eq = words[i].find('=');
+          if (eq == std::string::npos) continue;
+          out.codes[words[i].substr(0, eq)] += std::atoi(words[i].c_str() + eq + 1);
+        }
+      }
+    }
+    out.exit_status = child.Wait();
+    return out;
+  }
+
+  // Starts `procs` workers with the same arguments, lets them all go at
+  // once, and collects what each printed.
+  std::vector<WorkerOutput> RunWorkers(int procs, const std::vector<std::string>& args) {
+    std::vector<std::unique_ptr<ChildProcess>> children;
+    for (int i = 0; i < procs; ++i) children.push_back(SpawnWorker(args));
+    for (auto& child : children) child->WriteLine("go");
+    std::vector<WorkerOutput> outputs;
+    for (auto& child : children) outputs.push_back(Collect(*child));
+    return outputs;
+  }
+#endif
 
   RedisServer redis_;
   uv_loop_t loop_;

@@ -178,6 +178,7 @@ bool RedisServer::WaitReady() {
 
 void RedisServer::Reap(int signal) {
   if (pid_ <= 0) return;
+  paused_ = false;
   kill(pid_, signal);
   kill(pid_, SIGCONT);  // a paused server handles SIGTERM only once resumed
   auto deadline = Clock::now() + kStopTimeout;
@@ -200,12 +201,33 @@ void RedisServer::Kill() {
   Reap(SIGKILL);
 }
 
+RedisServer::Config RedisServer::ReplicaOf(const RedisServer& master) {
+  Config config;
+  config.requirepass = master.config_.requirepass;
+  config.extra_args = {"--replicaof", master.host(), std::to_string(master.port())};
+  if (!master.config_.requirepass.empty()) {
+    config.extra_args.insert(config.extra_args.end(), {"--masterauth", master.config_.requirepass});
+  }
+  return config;
+}
+
 void RedisServer::Pause() {
-  if (pid_ > 0) kill(pid_, SIGSTOP);
+  if (pid_ <= 0 || paused_) return;
+  kill(pid_, SIGSTOP);
+  int status = 0;
+  // The server is our child: waitpid reports the moment it has stopped.
+  while (waitpid(pid_, &status, WUNTRACED) == pid_ && !WIFSTOPPED(status)) {
+  }
+  paused_ = true;
 }
 
 void RedisServer::Resume() {
-  if (pid_ > 0) kill(pid_, SIGCONT);
+  if (pid_ <= 0 || !paused_) return;
+  kill(pid_, SIGCONT);
+  int status = 0;
+  while (waitpid(pid_, &status, WCONTINUED) == pid_ && !WIFCONTINUED(status)) {
+  }
+  paused_ = false;
 }
 
 internal::Reply RedisServer::Command(const std::vector<std::string>& argv) {
@@ -218,6 +240,76 @@ internal::Reply RedisServer::Command(const std::vector<std::string>& argv) {
   ReplyPtr reply = Run(c.get(), argv);
   if (!reply) return ErrorReply(c->errstr);
   return internal::ToReply(reply.get());
+}
+
+RedisServer::PendingCommand::~PendingCommand() {
+  if (context_ != nullptr) redisFree(static_cast<redisContext*>(context_));
+}
+
+internal::Reply RedisServer::PendingCommand::Wait() {
+  if (context_ == nullptr) return ErrorReply(error_);
+  auto* c = static_cast<redisContext*>(context_);
+  void* raw = nullptr;
+  if (redisGetReply(c, &raw) != REDIS_OK) return ErrorReply(c->errstr);
+  ReplyPtr reply(static_cast<redisReply*>(raw));
+  return internal::ToReply(reply.get());
+}
+
+std::unique_ptr<RedisServer::PendingCommand> RedisServer::Send(
+    const std::vector<std::string>& argv) {
+  std::unique_ptr<PendingCommand> pending(new PendingCommand);
+  timeval timeout{30, 0};
+  ContextPtr c(redisConnectWithTimeout(host().c_str(), port_, timeout));
+  if (!c || c->err != 0) {
+    pending->error_ = c ? c->errstr : "out of memory";
+    return pending;
+  }
+  redisSetTimeout(c.get(), timeout);
+  if (!config_.requirepass.empty()) Run(c.get(), {"AUTH", config_.requirepass});
+  std::vector<const char*> args;
+  std::vector<size_t> lengths;
+  for (const std::string& arg : argv) {
+    args.push_back(arg.data());
+    lengths.push_back(arg.size());
+  }
+  redisAppendCommandArgv(c.get(), static_cast<int>(args.size()), args.data(), lengths.data());
+  // Written now, so the server has it before Send returns to the test; the
+  // reply stays unread until Wait.
+  int done = 0;
+  while (!done) {
+    if (redisBufferWrite(c.get(), &done) != REDIS_OK) {
+      pending->error_ = c->errstr;
+      return pending;
+    }
+  }
+  pending->context_ = c.release();
+  return pending;
+}
+
+std::map<std::string, long long> RedisServer::CommandCalls() {
+  std::map<std::string, long long> calls;
+  internal::Reply info = Command({"INFO", "commandstats"});
+  size_t at = 0;
+  const std::string& text = info.str;
+  while ((at = text.find("cmdstat_", at)) != std::string::npos) {
+    at += 8;
+    size_t colon = text.find(':', at);
+    size_t value = text.find("calls=", colon);
+    if (colon == std::string::npos || value == std::string::npos) break;
+    calls[text.substr(at, colon - at)] = std::atoll(text.c_str() + value + 6);
+    at = value;
+  }
+  return calls;
+}
+
+bool RedisServer::WaitForMasterLink() {
+  auto deadline = Clock::now() + kReadyTimeout;
+  while (Clock::now() < deadline) {
+    internal::Reply info = Command({"INFO", "replication"});
+    if (info.str.find("master_link_status:up") != std::string::npos) return true;
+    std::this_thread::sleep_for(kProbeInterval);
+  }
+  return false;
 }
 
 }  // namespace singleflight::test

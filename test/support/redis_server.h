@@ -1,6 +1,8 @@
 // RedisServer: a real redis-server owned by one test, on a free loopback port
 // (and a unix socket in its temp dir), with the faults tests need to inject:
-// kill, stop, pause, restart on the same port.
+// kill, stop, pause, restart on the same port, commands that block the server
+// (a long script, DEBUG SLEEP) sent without waiting for their reply, and a
+// replica of another RedisServer.
 //
 // Not thread-safe. The server is a child process of the test; the destructor
 // stops it and removes its directory.
@@ -8,6 +10,8 @@
 
 #include <sys/types.h>
 
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -23,6 +27,9 @@ class RedisServer {
     std::vector<std::string> extra_args;
   };
 
+  // The configuration of a read-only replica of `master` (replicaof).
+  static Config ReplicaOf(const RedisServer& master);
+
   explicit RedisServer(Config config = {});
   ~RedisServer();
   RedisServer(const RedisServer&) = delete;
@@ -34,6 +41,10 @@ class RedisServer {
   bool Start();
   void Stop();  // SIGTERM, then SIGKILL if it lingers; waits for it
   void Kill();  // SIGKILL; waits for it
+  // SIGSTOP / SIGCONT, returning once the server has really stopped (or
+  // resumed): between the two, nothing sent to it is read, let alone answered,
+  // exactly as while it sleeps in DEBUG SLEEP or a long script — but with a
+  // start and an end the test observes instead of guessing.
   void Pause();
   void Resume();
   // Stops (or finds stopped) the server and starts it again on the same port.
@@ -49,6 +60,31 @@ class RedisServer {
   // connection failure comes back as a kError reply with its message.
   internal::Reply Command(const std::vector<std::string>& argv);
 
+  // A command written on its own connection whose reply is collected later,
+  // for commands that block the server (EVAL of a long script, DEBUG SLEEP,
+  // CLIENT PAUSE's effects): the test keeps running its loop meanwhile.
+  class PendingCommand {
+   public:
+    ~PendingCommand();
+    PendingCommand(const PendingCommand&) = delete;
+    PendingCommand& operator=(const PendingCommand&) = delete;
+    // Blocks until the reply arrives (or the 30 s socket timeout passes).
+    internal::Reply Wait();
+
+   private:
+    friend class RedisServer;
+    PendingCommand() = default;
+    void* context_ = nullptr;  // a redisContext
+    std::string error_;        // set when the command could not be sent
+  };
+  std::unique_ptr<PendingCommand> Send(const std::vector<std::string>& argv);
+
+  // INFO commandstats as command name -> calls (e.g. "evalsha" -> 3).
+  std::map<std::string, long long> CommandCalls();
+
+  // For a replica: waits (probing, bounded) until master_link_status is up.
+  bool WaitForMasterLink();
+
  private:
   bool Launch();
   bool WaitReady();
@@ -58,6 +94,7 @@ class RedisServer {
   std::string dir_;
   int port_ = 0;
   pid_t pid_ = -1;
+  bool paused_ = false;
 };
 
 }  // namespace singleflight::test
