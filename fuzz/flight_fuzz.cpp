@@ -86,13 +86,22 @@ std::string EnvelopeFrom(FuzzedDataProvider& in) {
 }
 
 Reply ScriptReply(FuzzedDataProvider& in) {
-  switch (in.ConsumeIntegralInRange<int>(0, 4)) {
+  switch (in.ConsumeIntegralInRange<int>(0, 6)) {
     case 0:
       return Array(
           {Integer(internal::kGetOrLockHit), Text(Reply::Type::kString, EnvelopeFrom(in))});
     case 1: return Array({Integer(internal::kGetOrLockAcquired)});
-    case 2: return Array({Integer(internal::kGetOrLockBusy), Integer(5000)});
-    case 3: return Integer(1);
+    case 2:
+      return Array({Integer(internal::kGetOrLockBusy), Integer(in.ConsumeIntegral<int16_t>()),
+                    Text(Reply::Type::kString, in.ConsumeBytesAsString(16))});
+    case 3: return Integer(in.ConsumeIntegralInRange<int>(0, 1));
+    case 4:  // Complete's answers
+      return Array({Integer(in.ConsumeIntegralInRange<int>(0, 1)), Integer(1),
+                    Integer(in.ConsumeIntegralInRange<int>(0, 1))});
+    case 5:
+      return Text(Reply::Type::kError,
+                  in.PickValueInArray({"BUSY running a script", "OOM command not allowed",
+                                       "MOVED 1 127.0.0.1:1", "LOADING", "NOPERM no"}));
     default: return ConsumeReply(in, {"", "OK", "NOSCRIPT"});
   }
 }
@@ -159,8 +168,11 @@ struct Driver {
   void AnswerScript() {
     if (link->pending.empty()) return;
     size_t index = in.ConsumeIntegralInRange<size_t>(0, link->pending.size() - 1);
-    if (in.ConsumeIntegralInRange<int>(0, 3) == 0) {
-      link->Answer(index, Status(Code::kUnavailable, "fake timeout"), Reply{});
+    int fate = in.ConsumeIntegralInRange<int>(0, 4);
+    if (fate == 0) {
+      link->Answer(index, Status(Code::kUnavailable, "fake: not sent"), Reply{});
+    } else if (fate == 1) {
+      link->Answer(index, Status(Code::kTimeout, "fake: answer lost"), Reply{});
     } else {
       link->Answer(index, Status::Ok(), ScriptReply(in));
     }
@@ -225,6 +237,9 @@ struct Driver {
       if (closed) break;
       if (!link->pending.empty()) link->Answer(0, Status::Ok(), Integer(1));
     }
+    // Close's drain is bounded (2 x command_timeout_ms + 100 ms) even if
+    // Redis never answers.
+    if (!closed) clock.Advance(2 * Options{}.redis.command_timeout_ms + 100);
     FUZZ_CHECK(closed);
     for (int count : callbacks) FUZZ_CHECK(count == 1 || count == -1);
     // The group is gone: a late done must find nothing to touch.
