@@ -310,7 +310,10 @@ void LeaseSet::MaybeDrained() {
   scheduler_.Cancel(drain_timer_);
   auto done = std::move(drained_);
   drained_ = nullptr;
-  done();
+  // From the loop: `done` closes the link and may free the group, and with it
+  // this set, which may still be inside Drain or a lease's reply (flight_fuzz
+  // crash-0104c0d3).
+  scheduler_.Defer(std::move(done));
 }
 
 }  // namespace singleflight::internal
