@@ -69,6 +69,37 @@ class FaultTest : public test::FleetTest {
     FleetTest::TearDown();
   }
 
+  // A stored result this version cannot read (docs/protocol.md, "Reading
+  // rules" 5): the caller does not wait out its deadline; the producer runs
+  // here, flagged degraded, and the stored bytes are left for their readers.
+  void ExpectUnreadableResultRunsLocally() {
+    Group& group = NewGroup(FaultOptions());
+    Work& work = NewWork();
+    auto& results = NewResults();
+    Call(group, "k", work.Now("ran locally"), &results, 10000);
+    ASSERT_TRUE(RunUntil(&loop_, [&] { return results.size() == 1; }));
+    ASSERT_TRUE(results[0].ok()) << results[0].status.ToString();
+    EXPECT_EQ(results[0].value(), "ran locally");
+    EXPECT_TRUE(results[0].degraded);
+    EXPECT_EQ(group.stats().undecodable_results, 1u);
+  }
+
+  // One call on `group` whose first check the server refuses: the caller
+  // gets kUnavailable carrying the server's `word` (OOM, NOPERM, READONLY),
+  // flagged not degraded, and the producer never runs.
+  void ExpectRefusedNotRun(Group& group, const std::string& word) {
+    Work& work = NewWork();
+    auto& results = NewResults();
+    Call(group, "k", work.Now("ran locally"), &results, 10000);
+    ASSERT_TRUE(RunUntil(&loop_, [&] { return results.size() == 1; }));
+    EXPECT_EQ(results[0].status.code(), Code::kUnavailable) << results[0].status.ToString();
+    EXPECT_NE(results[0].status.message().find(word), std::string::npos)
+        << results[0].status.message();
+    EXPECT_FALSE(results[0].degraded);
+    EXPECT_EQ(work.runs, 0);
+    EXPECT_GE(group.stats().error_replies_fatal, 1u);
+  }
+
   // The fleet's options with the library's own follower timing: v2 re-checks
   // when a lock would lapse instead of on a fixed interval, and these tests
   // are about what the library does by default.
@@ -512,16 +543,7 @@ TEST_F(FaultTest, OomOnFirstCheckIsUnavailableNotALocalRun) {
   Group& group = NewGroup(FaultOptions());  // degrades to local-only when Redis is down
   WarmUp(group);
   RefuseWrites();
-  Work& work = NewWork();
-  auto& results = NewResults();
-  Call(group, "k", work.Now("ran locally"), &results, 10000);
-  ASSERT_TRUE(RunUntil(&loop_, [&] { return results.size() == 1; }));
-  EXPECT_EQ(results[0].status.code(), Code::kUnavailable) << results[0].status.ToString();
-  EXPECT_NE(results[0].status.message().find("OOM"), std::string::npos)
-      << results[0].status.message();
-  EXPECT_FALSE(results[0].degraded);
-  EXPECT_EQ(work.runs, 0);
-  EXPECT_GE(group.stats().error_replies_fatal, 1u);
+  ExpectRefusedNotRun(group, "OOM");
 }
 
 class NoScriptingUserTest : public FaultTest {
@@ -536,16 +558,7 @@ TEST_F(NoScriptingUserTest, NoPermOnFirstCheckIsUnavailableNotALocalRun) {
   options.redis.username = "sf";
   options.redis.password = "sf-secret";
   Group& group = NewGroup(options);
-  Work& work = NewWork();
-  auto& results = NewResults();
-  Call(group, "k", work.Now("ran locally"), &results, 10000);
-  ASSERT_TRUE(RunUntil(&loop_, [&] { return results.size() == 1; }));
-  EXPECT_EQ(results[0].status.code(), Code::kUnavailable) << results[0].status.ToString();
-  EXPECT_NE(results[0].status.message().find("NOPERM"), std::string::npos)
-      << results[0].status.message();
-  EXPECT_FALSE(results[0].degraded);
-  EXPECT_EQ(work.runs, 0);
-  EXPECT_GE(group.stats().error_replies_fatal, 1u);
+  ExpectRefusedNotRun(group, "NOPERM");
 }
 
 class ReplicaTest : public FaultTest {
@@ -566,16 +579,7 @@ TEST_F(ReplicaTest, ReadOnlyReplicaIsUnavailableNotALocalRun) {
   Options options = FaultOptions();
   options.redis.port = replica_->port();
   Group& group = NewGroup(options);
-  Work& work = NewWork();
-  auto& results = NewResults();
-  Call(group, "k", work.Now("ran locally"), &results, 10000);
-  ASSERT_TRUE(RunUntil(&loop_, [&] { return results.size() == 1; }));
-  EXPECT_EQ(results[0].status.code(), Code::kUnavailable) << results[0].status.ToString();
-  EXPECT_NE(results[0].status.message().find("READONLY"), std::string::npos)
-      << results[0].status.message();
-  EXPECT_FALSE(results[0].degraded);
-  EXPECT_EQ(work.runs, 0);
-  EXPECT_GE(group.stats().error_replies_fatal, 1u);
+  ExpectRefusedNotRun(group, "READONLY");
 }
 
 // --- followers -------------------------------------------------------------------
@@ -693,30 +697,12 @@ TEST_F(FaultTest, StoredResultOfUnknownVersionDoesNotStrandCallers) {
   pack.pack(std::string("a field this version never heard of"));
   StoreResult("k", std::string(buffer.data(), buffer.size()));
 
-  Group& group = NewGroup(FaultOptions());
-  Work& work = NewWork();
-  auto& results = NewResults();
-  Call(group, "k", work.Now("ran locally"), &results, 10000);
-  ASSERT_TRUE(RunUntil(&loop_, [&] { return results.size() == 1; }));
-  EXPECT_NE(results[0].status.code(), Code::kTimeout) << "the caller waited out its deadline";
-  if (results[0].ok()) {
-    EXPECT_EQ(results[0].value(), "ran locally");
-  }
-  EXPECT_GE(group.stats().undecodable_results, 1u);
+  ExpectUnreadableResultRunsLocally();
 }
 
 TEST_F(FaultTest, StoredGarbageResultDoesNotStrandCallers) {
   StoreResult("k", std::string("\xc1 not msgpack \xff", 16));
-  Group& group = NewGroup(FaultOptions());
-  Work& work = NewWork();
-  auto& results = NewResults();
-  Call(group, "k", work.Now("ran locally"), &results, 10000);
-  ASSERT_TRUE(RunUntil(&loop_, [&] { return results.size() == 1; }));
-  EXPECT_NE(results[0].status.code(), Code::kTimeout) << "the caller waited out its deadline";
-  if (results[0].ok()) {
-    EXPECT_EQ(results[0].value(), "ran locally");
-  }
-  EXPECT_GE(group.stats().undecodable_results, 1u);
+  ExpectUnreadableResultRunsLocally();
 }
 
 // --- a stale leader (real processes) -------------------------------------------------

@@ -10,6 +10,7 @@
 #include "envelope.h"
 #include "group_impl.h"
 #include "support/manual_scheduler.h"
+#include "support/replies.h"
 
 namespace singleflight::internal {
 namespace {
@@ -105,24 +106,13 @@ class FakeLink final : public RedisLink {
   std::map<std::string, std::set<ChannelListener*>> listeners;
 };
 
-Reply Int(long long v) {
-  Reply r;
-  r.type = Reply::Type::kInteger;
-  r.integer = v;
-  return r;
-}
+using test::Arr;
+using test::Err;
+using test::Int;
 Reply Str(std::string s) {
-  Reply r;
-  r.type = Reply::Type::kString;
-  r.str = std::move(s);
-  return r;
+  return test::Bulk(std::move(s));
 }
-Reply Arr(std::vector<Reply> elements) {
-  Reply r;
-  r.type = Reply::Type::kArray;
-  r.elements = std::move(elements);
-  return r;
-}
+
 std::string OkEnvelope(std::string value) {
   Envelope e;
   e.ok = true;
@@ -143,12 +133,6 @@ Reply Hit(std::string envelope) {
 }
 Reply Acquired() {
   return Arr({Int(2)});
-}
-Reply Err(std::string message) {
-  Reply r;
-  r.type = Reply::Type::kError;
-  r.str = std::move(message);
-  return r;
 }
 // The holder every busy reply names; the envelopes above carry its token.
 const std::string kHolder(16, 't');

@@ -5,6 +5,8 @@
 #include <climits>
 #include <cmath>
 
+#include "support/replies.h"
+
 extern "C" {
 #include <lauxlib.h>
 #include <lua.h>
@@ -14,30 +16,10 @@ extern "C" {
 namespace singleflight::sim {
 namespace {
 
-Reply Err(std::string message) {
-  Reply r;
-  r.type = Reply::Type::kError;
-  r.str = std::move(message);
-  return r;
-}
-Reply Int(long long v) {
-  Reply r;
-  r.type = Reply::Type::kInteger;
-  r.integer = v;
-  return r;
-}
-Reply Bulk(std::string s) {
-  Reply r;
-  r.type = Reply::Type::kString;
-  r.str = std::move(s);
-  return r;
-}
-Reply StatusReply(std::string s) {
-  Reply r;
-  r.type = Reply::Type::kStatus;
-  r.str = std::move(s);
-  return r;
-}
+using test::Bulk;
+using test::Err;
+using test::Int;
+using test::StatusReply;
 
 std::string Upper(std::string s) {
   for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
