@@ -456,3 +456,50 @@ TEST(Envelope, RandomTokensAreSixteenFreshBytes) {
 
 }  // namespace
 }  // namespace singleflight::internal
+
+namespace singleflight::internal {
+namespace {
+
+// docs/protocol.md: readers accept any msgpack integer encoding of a
+// non-negative "v"/"at" — int8..int64 included — and refuse a negative one.
+std::string HandMade(const std::string& version_bytes, const std::string& at_bytes) {
+  std::string out = "\x85";  // map of 5
+  out += "\xa1v" + version_bytes;
+  out += "\xa2ok\xc3";
+  out += std::string("\xa3val\xc4\x02hi", 8);
+  out += std::string("\xa3tok\xc4\x10", 6) + std::string(16, 't');
+  out +=
+      "\xa2"
+      "at" +
+      at_bytes;
+  return out;
+}
+
+TEST(Envelope, AcceptsSignedEncodingsOfNonNegativeIntegers) {
+  Envelope e;
+  ASSERT_TRUE(
+      DecodeEnvelope(HandMade(std::string("\xd0\x01", 2), std::string("\xd3\0\0\0\0\0\0\0\x07", 9)),
+                     DecodeLimits::ForMaxValue(1024), &e)
+          .ok());
+  EXPECT_EQ(e.value, "hi");
+  EXPECT_EQ(e.produced_at_ms, 7u);
+}
+
+TEST(Envelope, RefusesANegativeTimestamp) {
+  Envelope e;
+  EXPECT_FALSE(DecodeEnvelope(HandMade(std::string("\x01", 1), std::string("\xff", 1)),
+                              DecodeLimits::ForMaxValue(1024), &e)
+                   .ok());
+}
+
+TEST(Envelope, ReleaseNoticeDecodesAsANotice) {
+  Envelope e;
+  ASSERT_TRUE(DecodeEnvelope(EncodeReleaseNotice(std::string(16, 'r'), 5),
+                             DecodeLimits::ForMaxValue(1024), &e)
+                  .ok());
+  EXPECT_TRUE(e.released);
+  EXPECT_EQ(e.token, std::string(16, 'r'));
+}
+
+}  // namespace
+}  // namespace singleflight::internal
