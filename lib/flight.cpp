@@ -64,8 +64,13 @@ void Flight::Start() {
   RedisLink* link = group_.link();
   if (link == nullptr) return RunLocally(false);
   if (!link->settled()) return WaitForLink();
-  if (!link->up()) return Degrade(link->last_error());
   state_ = State::kChecking;
+  if (!link->up()) {
+    // A blip (the connection was lost, its reconnect not yet tried) is not
+    // an outage: wait for the attempt; degrade if it fails.
+    if (group_.reconnecting()) return WaitForLink();
+    return Degrade(link->last_error());
+  }
   Check();
 }
 

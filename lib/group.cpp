@@ -225,6 +225,7 @@ Stats GroupImpl::stats() const {
 }
 
 void GroupImpl::OnLinkState(bool up) {
+  downs_since_up_ = up ? 0 : downs_since_up_ + 1;
   if (up) {
     if (ever_up_) ++stats_.reconnects;
     ever_up_ = true;

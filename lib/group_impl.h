@@ -56,6 +56,10 @@ class GroupImpl {
   L1Cache& l1() { return l1_; }
   RedisLink* link() { return link_.get(); }
   LeaseSet& leases() { return leases_; }
+  // The link lost a working connection and no reconnect attempt has failed
+  // yet: Redis is not known to be down, so a new flight waits for the
+  // attempt instead of degrading (docs/protocol.md, "Error classes").
+  bool reconnecting() const { return ever_up_ && downs_since_up_ == 1; }
   // A flight waits here for the link's next change of state: before the
   // first connect attempt settled (so a group used right after construction
   // does not degrade at once), and after a command whose outcome is unknown.
@@ -122,6 +126,7 @@ class GroupImpl {
   // link closes.
   LeaseSet leases_{*scheduler_, stats_, options_};
   bool ever_up_ = false;
+  int downs_since_up_ = 0;  // the loss, then one per failed reconnect attempt
   bool subscriber_ever_up_ = false;
   bool closing_ = false;
   bool close_started_ = false;

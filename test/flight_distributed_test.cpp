@@ -749,5 +749,32 @@ TEST_F(FlightDistributedTest, StoredResultThisVersionCannotReadRunsLocally) {
   EXPECT_TRUE(results_[0].degraded);
 }
 
+TEST_F(FlightDistributedTest, FlightStartedDuringAReconnectWaitsForTheAttempt) {
+  group_->OnLinkState(true);  // the connection was up ...
+  link_->up_ = false;
+  group_->OnLinkState(false);  // ... and was lost: a blip so far
+  (void)DoKey("k");
+  (void)DoKey("j");
+  EXPECT_EQ(runs_, 0);  // neither degraded nor failed fast
+  link_->up_ = true;
+  group_->OnLinkState(true);
+  EXPECT_EQ(link_->Count(ScriptId::kGetOrLock), 2);
+}
+
+TEST_F(FlightDistributedTest, FlightStartedDuringAReconnectDegradesWhenTheAttemptFails) {
+  group_->OnLinkState(true);
+  link_->up_ = false;
+  group_->OnLinkState(false);
+  (void)DoKey("k");
+  group_->OnLinkState(false);  // the reconnect attempt failed: Redis is down
+  ASSERT_EQ(runs_, 1);
+  parked_[0]("v");
+  clock_->RunPending();
+  ASSERT_EQ(results_.size(), 1u);
+  EXPECT_TRUE(results_[0].degraded);
+  (void)DoKey("j");  // and later flights degrade at once
+  EXPECT_EQ(runs_, 2);
+}
+
 }  // namespace
 }  // namespace singleflight::internal

@@ -129,6 +129,7 @@ struct Node {
   bool ever_crashed = false;
   bool paused = false;
   std::vector<Event> stash;  // events that came due while paused
+  bool draining = false;     // resumed, the stash not yet run
   std::unique_ptr<SimScheduler> scheduler;
   GroupImpl* impl = nullptr;
   bool freed = false;
@@ -315,6 +316,7 @@ class World {
   void CloseNode(Node& n);
   void Pause(Node& n, uint64_t ms);
   void Resume(Node& n);
+  void DrainStash(Node& n);
   void Crash(Node& n);
   void Heal();
   void CloseAll();
@@ -531,7 +533,10 @@ bool World::Step() {
   now_ = ev.time;
   if (Node* n = ev.owner) {
     if (n->freed || n->life == Node::Life::kCrashed) return true;
-    if (n->paused) {
+    // While paused, and until what the pause held has run, a process's
+    // events wait in order behind the held ones (seed 15844: a reply that
+    // came due during the resume overtook two held earlier replies).
+    if (n->paused || n->draining) {
       n->stash.push_back(std::move(ev));
       return true;
     }
@@ -1352,10 +1357,29 @@ void World::Resume(Node& n) {
   for (auto& i : n.pauses) {
     if (i.to > now_) i.to = now_;  // an early resume (heal) shortens it
   }
-  auto stash = std::move(n.stash);
-  n.stash.clear();
-  SIM_LOG(&n, "process resumes (", stash.size(), " events were held)");
-  for (auto& ev : stash) Push(now_, &n, std::move(ev.fn));
+  SIM_LOG(&n, "process resumes (", n.stash.size(), " events were held)");
+  n.draining = true;
+  Push(now_, nullptr, [this, &n] { DrainStash(n); });
+}
+
+// Runs a resumed process's held events one by one, in their order; events
+// of the process that come due meanwhile queue behind them.
+void World::DrainStash(Node& n) {
+  if (n.freed || n.life == Node::Life::kCrashed || n.paused) {
+    n.draining = false;
+    return;
+  }
+  if (n.stash.empty()) {
+    n.draining = false;
+    return;
+  }
+  Event ev = std::move(n.stash.front());
+  n.stash.erase(n.stash.begin());
+  ++events_;
+  Mix(ev.time);
+  Mix(static_cast<uint64_t>(n.id) + 1);
+  ev.fn();
+  Push(now_, nullptr, [this, &n] { DrainStash(n); });
 }
 
 void World::Crash(Node& n) {
