@@ -223,9 +223,8 @@ void Flight::OnSubscribed() {
 
 void Flight::RecheckSoon() {
   uint64_t now = group_.scheduler().NowMs();
-  if (message_rechecked_ && now - last_message_recheck_ms_ < kMessageRecheckSpacingMs) return;
-  message_rechecked_ = true;
-  last_message_recheck_ms_ = now;
+  if (now < next_message_recheck_ms_) return;
+  next_message_recheck_ms_ = now + kMessageRecheckSpacingMs;
   Check();
 }
 

@@ -143,8 +143,8 @@ class Flight final : public std::enable_shared_from_this<Flight>, public Channel
   std::shared_ptr<ProductionSlot> slot_;
   Scheduler::TimerId recheck_timer_;
   Scheduler::TimerId producer_timer_;
-  uint64_t last_message_recheck_ms_ = 0;  // untrusted messages re-check at most this often
-  bool message_rechecked_ = false;
+  // An untrusted message may re-check from this time on (one per spacing).
+  uint64_t next_message_recheck_ms_ = 0;
 };
 
 }  // namespace singleflight::internal

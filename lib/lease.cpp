@@ -274,11 +274,16 @@ std::shared_ptr<Lease> LeaseSet::Create(const FlightKeys& names) {
   return lease;
 }
 
-void LeaseSet::OnLinkUp() {
+// A copy: a lease may end (and leave the set) while it is called.
+std::vector<std::shared_ptr<Lease>> LeaseSet::Snapshot() const {
   std::vector<std::shared_ptr<Lease>> all;
   all.reserve(leases_.size());
-  for (auto& entry : leases_) all.push_back(entry.second);
-  for (auto& lease : all) lease->OnLinkUp();
+  for (const auto& entry : leases_) all.push_back(entry.second);
+  return all;
+}
+
+void LeaseSet::OnLinkUp() {
+  for (auto& lease : Snapshot()) lease->OnLinkUp();
 }
 
 void LeaseSet::Remove(Lease* lease) {
@@ -295,13 +300,9 @@ void LeaseSet::Drain(std::function<void()> done) {
   uint64_t bound = 2 * uint64_t{options_.redis.command_timeout_ms} + 100;
   drain_timer_ = scheduler_.After(bound, [this] {
     drain_timer_ = {};
-    std::vector<std::shared_ptr<Lease>> all;
-    for (auto& entry : leases_) all.push_back(entry.second);
-    for (auto& lease : all) lease->ForceEnd();
+    for (auto& lease : Snapshot()) lease->ForceEnd();
   });
-  std::vector<std::shared_ptr<Lease>> all;
-  for (auto& entry : leases_) all.push_back(entry.second);
-  for (auto& lease : all) lease->OnDrain();
+  for (auto& lease : Snapshot()) lease->Progress();
   MaybeDrained();
 }
 

@@ -30,6 +30,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "key_naming.h"
 #include "redis_errors.h"
@@ -70,10 +71,11 @@ class Lease final : public std::enable_shared_from_this<Lease> {
 
   // --- for the LeaseSet ---
   void OnLinkUp();
-  void OnDrain() { Progress(); }
   void ForceEnd();
 
  private:
+  friend class LeaseSet;  // Drain asks each lease to take its next step
+
   // What this process knows about the lock under our token.
   enum class Lock {
     kNotHeld,       // never written, or Redis said it is not (or no longer) ours
@@ -142,6 +144,7 @@ class LeaseSet {
   friend class Lease;
   void Remove(Lease* lease);
   void MaybeDrained();
+  std::vector<std::shared_ptr<Lease>> Snapshot() const;
 
   Scheduler& scheduler_;
   Stats& stats_;

@@ -13,7 +13,6 @@
 #include <signal.h>
 #include <sys/wait.h>
 
-#include <chrono>
 #include <map>
 #include <memory>
 #include <msgpack.hpp>
@@ -37,11 +36,6 @@ using test::RedisServer;
 using test::RunUntil;
 using test::Work;
 using test::WorkerOutput;
-
-uint64_t WallMs() {
-  using namespace std::chrono;
-  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
-}
 
 bool StartsWith(const std::string& text, const std::string& prefix) {
   return text.compare(0, prefix.size(), prefix) == 0;
@@ -68,6 +62,28 @@ class FaultTest : public test::FleetTest {
     redis_.Command({"CONFIG", "SET", "maxmemory", "0"});
     FleetTest::TearDown();
   }
+
+  // Two warmed-up groups: leader_ runs "k" with a parked producer, and
+  // follower_ waits for it, subscribed and settled — from then on only the
+  // leader's completion (or a takeover) can answer the follower.
+  void LeadAndFollow(const Options& options, uint32_t follower_timeout_ms) {
+    leader_ = &NewGroup(options);
+    Group& follower = NewGroup(options);
+    WarmUp(*leader_);
+    WarmUp(follower);
+    work_ = &NewWork();
+    led_ = &NewResults();
+    followed_ = &NewResults();
+    Call(*leader_, "k", work_->Parked(), led_);
+    ASSERT_TRUE(RunUntil(&loop_, [&] { return work_->runs == 1; }));
+    Call(follower, "k", work_->Now("a second execution"), followed_, follower_timeout_ms);
+    ASSERT_TRUE(WaitForSubscriber(Names("k").channel));
+    Settle(follower);
+  }
+  Group* leader_ = nullptr;
+  Work* work_ = nullptr;
+  std::vector<Result>* led_ = nullptr;
+  std::vector<Result>* followed_ = nullptr;
 
   // A stored result this version cannot read (docs/protocol.md, "Reading
   // rules" 5): the caller does not wait out its deadline; the producer runs
@@ -170,7 +186,7 @@ class FaultTest : public test::FleetTest {
     envelope.ok = true;
     envelope.value = value;
     envelope.token = token;
-    envelope.produced_at_ms = WallMs();
+    envelope.produced_at_ms = internal::UnixNowMs();
     return internal::EncodeEnvelope(envelope);
   }
 
@@ -461,18 +477,11 @@ TEST_F(FaultTest, LargeValueCompletedJustBeforeCloseIsStoredIntact) {
 // completion is sent again once the server is free, and the followers get the
 // one execution's value instead of taking over after the lease lapses.
 TEST_F(FaultTest, BusyReplyToCompleteIsRetried) {
-  Group& leader = NewGroup(FaultOptions());
-  Group& follower = NewGroup(FaultOptions());
-  WarmUp(leader);
-  WarmUp(follower);
-  Work& work = NewWork();
-  auto& led = NewResults();
-  auto& followed = NewResults();
-  Call(leader, "k", work.Parked(), &led);
-  ASSERT_TRUE(RunUntil(&loop_, [&] { return work.runs == 1; }));
-  Call(follower, "k", work.Now("a second execution"), &followed);
-  ASSERT_TRUE(WaitForSubscriber(Names("k").channel));
-  Settle(follower);  // from here on only the leader's completion can answer it
+  ASSERT_NO_FATAL_FAILURE(LeadAndFollow(FaultOptions(), 20000));
+  Group& leader = *leader_;
+  Work& work = *work_;
+  auto& led = *led_;
+  auto& followed = *followed_;
 
   ASSERT_EQ(redis_.Command({"CONFIG", "SET", "busy-reply-threshold", "100"}).str, "OK");
   auto script = redis_.Send({"EVAL", kBusyScript, "0"});
@@ -506,18 +515,10 @@ TEST_F(FaultTest, BusyReplyToCompleteIsRetried) {
 TEST_F(FaultTest, OomReplyToCompleteDoesNotStrandFollowers) {
   Options options = FaultOptions();
   options.lock_ttl_ms = 60000;
-  Group& leader = NewGroup(options);
-  Group& follower = NewGroup(options);
-  WarmUp(leader);
-  WarmUp(follower);
-  Work& work = NewWork();
-  auto& led = NewResults();
-  auto& followed = NewResults();
-  Call(leader, "k", work.Parked(), &led);
-  ASSERT_TRUE(RunUntil(&loop_, [&] { return work.runs == 1; }));
-  Call(follower, "k", work.Now("a second execution"), &followed, 10000);
-  ASSERT_TRUE(WaitForSubscriber(Names("k").channel));
-  Settle(follower);  // from here on only the leader's completion can answer it
+  ASSERT_NO_FATAL_FAILURE(LeadAndFollow(options, 10000));
+  Group& leader = *leader_;
+  Work& work = *work_;
+  auto& followed = *followed_;
 
   RefuseWrites();
   work.parked[0]("value");  // Complete's SET is refused with OOM
@@ -569,7 +570,7 @@ class ReplicaTest : public FaultTest {
     redis_.Command({"CONFIG", "SET", "repl-diskless-sync-delay", "0"});
     replica_ = std::make_unique<RedisServer>(RedisServer::ReplicaOf(redis_));
     ASSERT_TRUE(replica_->Start());
-    ASSERT_TRUE(replica_->WaitForMasterLink());
+    ASSERT_TRUE(redis_.WaitForReplicas(1));
   }
 
   std::unique_ptr<RedisServer> replica_;  // outlives the groups (TearDown closes them)
@@ -635,7 +636,7 @@ TEST_F(FaultTest, ForgedEnvelopeFromAnotherTokenIsDropped) {
   forged.ok = true;
   forged.value = "forged";
   forged.token = internal::RandomToken();
-  forged.produced_at_ms = WallMs();
+  forged.produced_at_ms = internal::UnixNowMs();
   ASSERT_GE(redis_.Command({"PUBLISH", channel, internal::EncodeEnvelope(forged)}).integer, 1);
   ASSERT_TRUE(
       RunUntil(&loop_, [&] { return follower.stats().foreign_dropped >= 1 || !followed.empty(); }));
@@ -692,7 +693,7 @@ TEST_F(FaultTest, StoredResultOfUnknownVersionDoesNotStrandCallers) {
   pack.pack_bin(static_cast<uint32_t>(token.size()));
   pack.pack_bin_body(token.data(), static_cast<uint32_t>(token.size()));
   pack.pack(std::string("at"));
-  pack.pack(WallMs());
+  pack.pack(internal::UnixNowMs());
   pack.pack(std::string("shape"));
   pack.pack(std::string("a field this version never heard of"));
   StoreResult("k", std::string(buffer.data(), buffer.size()));

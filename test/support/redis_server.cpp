@@ -302,14 +302,12 @@ std::map<std::string, long long> RedisServer::CommandCalls() {
   return calls;
 }
 
-bool RedisServer::WaitForMasterLink() {
-  auto deadline = Clock::now() + kReadyTimeout;
-  while (Clock::now() < deadline) {
-    internal::Reply info = Command({"INFO", "replication"});
-    if (info.str.find("master_link_status:up") != std::string::npos) return true;
-    std::this_thread::sleep_for(kProbeInterval);
-  }
-  return false;
+bool RedisServer::WaitForReplicas(int count) {
+  // WAIT counts only replicas that are online (their first sync done) and
+  // have acknowledged this client's writes (none: offset 0). 4 s stays under
+  // Command's 5 s socket timeout.
+  internal::Reply acked = Command({"WAIT", std::to_string(count), "4000"});
+  return acked.type == internal::Reply::Type::kInteger && acked.integer >= count;
 }
 
 }  // namespace singleflight::test

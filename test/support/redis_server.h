@@ -82,8 +82,9 @@ class RedisServer {
   // INFO commandstats as command name -> calls (e.g. "evalsha" -> 3).
   std::map<std::string, long long> CommandCalls();
 
-  // For a replica: waits (probing, bounded) until master_link_status is up.
-  bool WaitForMasterLink();
+  // For a master: waits until `count` replicas have finished their sync, by
+  // Redis's own WAIT (the server answers when they acknowledge; bounded).
+  bool WaitForReplicas(int count);
 
  private:
   bool Launch();
