@@ -72,7 +72,7 @@ class LineClient {
 
 class EchoServerTest : public ::testing::Test {
  protected:
-  void SetUp() override { ASSERT_TRUE(redis_.Start()); }
+  void SetUp() override { SF_START_REDIS(redis_); }
 
   // Starts an instance on a free port; returns the port, or 0.
   int StartServer(ChildProcess* child, const std::string& max_line = "32") {

@@ -53,7 +53,7 @@ class SubscriberTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_EQ(uv_loop_init(&loop_), 0);
-    ASSERT_TRUE(server_.Start());
+    SF_START_REDIS(server_);
     RedisOptions options;
     options.host = server_.host();
     options.port = server_.port();

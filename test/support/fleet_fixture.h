@@ -7,8 +7,8 @@
 // until the test calls its Done.
 //
 // Real processes: SpawnWorker/RunWorkers start test/helpers/sf_worker against
-// this test's server (sf_tests only: the worker's path is a compile
-// definition of that target).
+// this test's server (the worker's path is a compile definition from
+// sf_test_programs, test/CMakeLists.txt).
 #pragma once
 
 #include <gtest/gtest.h>
@@ -92,8 +92,8 @@ class FleetTest : public ::testing::Test {
   explicit FleetTest(RedisServer::Config config = {}) : redis_(std::move(config)) {}
 
   void SetUp() override {
-    ASSERT_TRUE(redis_.Start());
-    ASSERT_EQ(uv_loop_init(&loop_), 0);
+    ASSERT_EQ(uv_loop_init(&loop_), 0);  // first: TearDown closes it even after a skip
+    SF_START_REDIS(redis_);
   }
   void TearDown() override {
     for (auto& group : groups_) group->Close();

@@ -110,6 +110,11 @@ bool RedisServer::Start() {
   return false;
 }
 
+bool RedisServerAvailable() {
+  const char* path = SF_REDIS_SERVER;
+  return path[0] != '\0' && access(path, X_OK) == 0;
+}
+
 bool RedisServer::Restart() {
   if (pid_ > 0) Stop();
   return Launch() && WaitReady();

@@ -98,4 +98,19 @@ class RedisServer {
   bool paused_ = false;
 };
 
+// Whether there is a redis-server to start: configuring does not require one
+// (SF_REDIS_SERVER is then empty), so that the unit tests build and run on a
+// machine without it and the integration tests report themselves skipped.
+bool RedisServerAvailable();
+
 }  // namespace singleflight::test
+
+// Starts `server` in a test (or its SetUp), skipping the test with the reason
+// when there is no redis-server, failing it when the server does not start.
+#define SF_START_REDIS(server)                                                            \
+  do {                                                                                    \
+    if (!::singleflight::test::RedisServerAvailable()) {                                  \
+      GTEST_SKIP() << "no redis-server (apt-get install redis-server, then reconfigure)"; \
+    }                                                                                     \
+    ASSERT_TRUE((server).Start()) << "redis-server did not start";                        \
+  } while (0)
