@@ -13,6 +13,12 @@ bin="$build/examples"
 # shellcheck source=lib/redis.sh
 source "$repo/scripts/lib/redis.sh"
 
+# ctest's skip (SKIP_RETURN_CODE 77): the unit-only machine has no server.
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "valgrind: SKIPPED: no redis-server (apt-get install redis-server)"
+  exit 77
+fi
+
 work="$(mktemp -d "${TMPDIR:-/tmp}/sf-valgrind.XXXXXX")"
 servers=()
 cleanup() {
@@ -23,9 +29,10 @@ cleanup() {
 trap cleanup EXIT
 sf_redis_start
 
-# Error exit code 99 for memcheck errors and definite leaks alike.
-vg=(valgrind --quiet --error-exitcode=99 --leak-check=full --show-leak-kinds=definite
-    --errors-for-leak-kinds=definite --trace-children=yes)
+# Error exit code 99 for memcheck errors and definite leaks alike. --vgdb=no:
+# no gdbserver, so no vgdb-pipe-* files are left in the temp directory.
+vg=(valgrind --quiet --vgdb=no --error-exitcode=99 --leak-check=full
+    --show-leak-kinds=definite --errors-for-leak-kinds=definite --trace-children=yes)
 failures=0
 
 check() {  # name status
@@ -37,9 +44,10 @@ check() {  # name status
   fi
 }
 
-# Waits for "listening HOST:PORT" in file $1 and prints the port.
+# Waits for "listening HOST:PORT" in file $1 and prints the port. The bound
+# (120 s) only says "it did not start at all": valgrind on a busy machine is slow.
 wait_port() {
-  for _ in $(seq 1 300); do
+  for _ in $(seq 1 1200); do
     if grep -q '^listening ' "$1" 2>/dev/null; then
       sed -n 's/^listening [^ ]*:\([0-9]*\).*/\1/p' "$1" | head -n 1
       return 0
@@ -69,10 +77,13 @@ stop_server() {  # name
 }
 
 # 1. sf_demo: a small fleet, all three bursts (the killed worker is SIGKILLed
-# by design, so only the parent and the surviving workers are judged).
+# by design, so only the parent and the surviving workers are judged). The
+# TTLs leave room for valgrind's slowness on a busy machine: a caller that
+# arrives after the result expired, or a lease not renewed in time, would be
+# a second execution the demo rightly counts as a failure.
 status=0
 "${vg[@]}" --log-file="$work/sf_demo.%p.vg" "$bin/sf_demo" --redis "$SF_REDIS_ADDR" \
-  --workers 2 --callers 4 --keys 2 --work-ms 300 --lock-ttl-ms 2000 --result-ttl-ms 500 \
+  --workers 2 --callers 4 --keys 2 --work-ms 300 --lock-ttl-ms 3000 --result-ttl-ms 5000 \
   >"$work/sf_demo.out" 2>&1 || status=$?
 grep -h -v '^$' "$work"/sf_demo.*.vg 2>/dev/null || true
 [[ $status == 0 ]] || cat "$work/sf_demo.out"

@@ -204,14 +204,16 @@ TEST_F(DistributedTest, ForgetReachesTheOtherGroupsL1) {
 
 TEST_F(DistributedTest, WatchdogKeepsSlowWorkToOneExecution) {
   Options options = BaseOptions();
-  options.lock_ttl_ms = 300;
+  // Renewed every 500 ms, the lease survives a 1 s stall of this process:
+  // margin for a machine ten times slower than a quiet one.
+  options.lock_ttl_ms = 1500;
   Group& a = NewGroup(options);
   Group& b = NewGroup(options);
   Work& work = NewWork();
   auto& results = NewResults();
-  Call(a, "k", work.After(900, "slow"), &results);  // three lock TTLs
+  Call(a, "k", work.After(3500, "slow"), &results);  // more than two lock TTLs
   ASSERT_TRUE(RunUntil(&loop_, [&] { return work.runs == 1; }));
-  Call(b, "k", work.After(900, "slow"), &results);
+  Call(b, "k", work.After(3500, "slow"), &results);
   ASSERT_TRUE(RunUntil(&loop_, [&] { return results.size() == 2; }));
   EXPECT_EQ(work.runs, 1);
   for (auto& r : results) EXPECT_EQ(r.value(), "slow");
@@ -353,8 +355,8 @@ TEST_F(MultiProcessTest, ProducerErrorReachesEveryProcess) {
 }
 
 TEST_F(MultiProcessTest, LeaderKilledMidWorkIsTakenOver) {
-  auto outputs = RunWorkers(3, {"--callers", "4", "--work-ms", "400", "--crash", "--lock-ttl-ms",
-                                "600", "--fallback-ms", "100"});
+  auto outputs = RunWorkers(3, {"--callers", "4", "--work-ms", "1000", "--crash", "--lock-ttl-ms",
+                                "1500", "--fallback-ms", "100"});
   int killed = 0, takeovers = 0;
   std::set<std::string> values;
   for (auto& out : outputs) {
@@ -418,7 +420,8 @@ TEST_F(MultiProcessTest, ForgetInOneProcessReachesAnotherProcesssL1) {
 }
 
 TEST_F(MultiProcessTest, WorkLongerThanTheLockStaysOneExecution) {
-  auto outputs = RunWorkers(3, {"--callers", "3", "--work-ms", "450", "--lock-ttl-ms", "300"});
+  // As in WatchdogKeepsSlowWorkToOneExecution: a lease that survives a 1 s stall.
+  auto outputs = RunWorkers(3, {"--callers", "3", "--work-ms", "3500", "--lock-ttl-ms", "1500"});
   for (auto& out : outputs) {
     ASSERT_EQ(out.results.size(), 3u);
     for (auto& r : out.results) EXPECT_EQ(r[3], "ok");

@@ -1,5 +1,5 @@
 // The sf_demo example end to end (what scripts/demo.sh runs), small and fast:
-// its own invariant checks decide, and it says "OK" and exits 0 when they hold.
+// its own invariant checks decide, and it says "sf_demo: OK" and exits 0 when they hold.
 #ifdef SF_EXAMPLE_sf_demo
 
 #include <gtest/gtest.h>
@@ -16,12 +16,12 @@ namespace {
 
 TEST(ExamplesDemoTest, ThreeBurstsHoldTheirInvariants) {
   test::RedisServer redis;
-  ASSERT_TRUE(redis.Start());
+  SF_START_REDIS(redis);
   test::ChildProcess demo;
-  ASSERT_TRUE(demo.Spawn(
-      SF_EXAMPLE_sf_demo,
-      {"--redis", redis.host() + ":" + std::to_string(redis.port()), "--workers", "3", "--callers",
-       "6", "--keys", "2", "--work-ms", "100", "--result-ttl-ms", "300", "--lock-ttl-ms", "400"}));
+  ASSERT_TRUE(demo.Spawn(SF_EXAMPLE_sf_demo,
+                         {"--redis", redis.host() + ":" + std::to_string(redis.port()), "--workers",
+                          "3", "--callers", "6", "--keys", "2", "--work-ms", "100",
+                          "--result-ttl-ms", "2000", "--lock-ttl-ms", "1500"}));
   std::vector<std::string> lines;
   ASSERT_TRUE(demo.ReadAll(&lines, 60000)) << "the demo hung";
   int status = demo.Wait();
@@ -29,7 +29,7 @@ TEST(ExamplesDemoTest, ThreeBurstsHoldTheirInvariants) {
   for (auto& line : lines) output += line + "\n";
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << output;
   ASSERT_FALSE(lines.empty());
-  EXPECT_EQ(lines.back(), "OK") << output;
+  EXPECT_EQ(lines.back(), "sf_demo: OK") << output;
   EXPECT_NE(output.find("takeovers="), std::string::npos) << output;
 }
 

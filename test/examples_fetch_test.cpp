@@ -102,14 +102,14 @@ std::string Field(const std::string& body, const std::string& name) {
 
 class FetchServiceTest : public ::testing::Test {
  protected:
-  void SetUp() override { ASSERT_TRUE(redis_.Start()); }
+  void SetUp() override { SF_START_REDIS(redis_); }
 
   // Starts the service; returns its port, or 0.
-  int Start(ChildProcess* service, int workers) {
+  int Start(ChildProcess* service, int workers, int upstream_ms = 300) {
     std::string redis = redis_.host() + ":" + std::to_string(redis_.port());
     if (!service->Spawn(SF_EXAMPLE_fetch_service,
                         {"--listen", "127.0.0.1:0", "--redis", redis, "--workers",
-                         std::to_string(workers), "--upstream-ms", "300"})) {
+                         std::to_string(workers), "--upstream-ms", std::to_string(upstream_ms)})) {
       return 0;
     }
     std::string line;
@@ -177,14 +177,16 @@ TEST_F(FetchServiceTest, MalformedRequestsGet400) {
 
 TEST_F(FetchServiceTest, SigtermAnswersTheRequestInFlightThenExitsZero) {
   ChildProcess service;
-  int port = Start(&service, 1);  // one process, so /stats sees the flight
+  // One process, so /stats sees the flight; an upstream slow enough that the
+  // probes below see it in flight even on a machine ten times slower.
+  int port = Start(&service, 1, 5000);
   ASSERT_GT(port, 0);
   HttpClient waiting;
   ASSERT_TRUE(waiting.Connect(port));
   ASSERT_TRUE(waiting.Get("/fetch?url=slow"));
   // Wait (bounded) until the service really has the flight in progress.
   bool inflight = false;
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (!inflight && std::chrono::steady_clock::now() < deadline) {
     HttpClient probe;
     ASSERT_TRUE(probe.Connect(port));

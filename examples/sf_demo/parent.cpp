@@ -421,7 +421,7 @@ int RunParent(const Config& config) {
   timeval timeout{2, 0};
   redisContext* redis = redisConnectWithTimeout(config.host.c_str(), config.port, timeout);
   if (exe.empty() || !redis || redis->err) {
-    std::printf("FAILED: cannot reach redis at %s:%d\n", config.host.c_str(), config.port);
+    std::printf("sf_demo: FAILED: cannot reach redis at %s:%d\n", config.host.c_str(), config.port);
     if (redis) redisFree(redis);
     return 1;
   }
@@ -454,10 +454,10 @@ int RunParent(const Config& config) {
 
   std::printf("\n");
   if (failures.empty()) {
-    std::printf("OK\n");
+    std::printf("sf_demo: OK\n");
     return 0;
   }
-  for (auto& why : failures) std::printf("FAILED: %s\n", why.c_str());
+  for (auto& why : failures) std::printf("sf_demo: FAILED: %s\n", why.c_str());
   return 1;
 }
 

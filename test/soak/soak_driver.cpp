@@ -14,10 +14,17 @@
 // Every kind happens at least once (the first events are one of each, in a
 // random order). Every event is logged with its time since the start. At the
 // end it checks the invariants (docs/reliability.md), prints a summary and
-// exits 1 if one failed, 2 if the soak itself could not run.
+// exits 1 if one failed, 2 if the soak itself could not run, 77 (ctest's
+// skip) if there is no redis-server to start.
+//
+// What depends on the machine's speed — callbacks later than their deadline
+// plus --slack-ms, RSS growth — is measured and printed, and fails the run
+// only with --strict-timing (by hand, on a quiet machine): the soak in ctest
+// runs beside other tests on a busy machine, and must not fail for that.
 //
 //   sf_soak [--seconds 60] [--procs 4] [--callers 16] [--keys 8] [--seed N]
-//           [--dir DIR] [--keep] [--worker PATH] [--slack-ms 500] ...
+//           [--dir DIR] [--keep] [--strict-timing] [--worker PATH]
+//           [--slack-ms 500] [--hang-grace-ms 20000] ...
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -76,23 +83,38 @@ struct Config {
   // execution that starts up to this long after them: a process may still
   // be reconnecting (connect + command timeouts, backoff).
   uint32_t fault_reach_ms = 2500;
+  // After "stop", how long past its deadline (+ 2 x slack) a worker waits for
+  // its last calls before it counts them as hung: a bound for "it ended at
+  // all", so generous that only a real hang reaches it.
+  uint32_t hang_grace_ms = 20000;
   unsigned seed = 0;
   std::string dir;
   bool keep = false;
+  bool strict_timing = false;  // lateness and RSS growth fail the run
   std::string worker = SF_SOAK_WORKER;
 };
 
 bool ParseArgs(int argc, char** argv, Config* c) {
-  std::map<std::string, uint32_t*> numbers = {
-      {"--seconds", &c->seconds},           {"--roll-ms", &c->roll_ms},
-      {"--lock-ttl-ms", &c->lock_ttl_ms},   {"--result-ttl-ms", &c->result_ttl_ms},
-      {"--min-wait-ms", &c->min_wait_ms},   {"--max-wait-ms", &c->max_wait_ms},
-      {"--slack-ms", &c->slack_ms},         {"--event-min-ms", &c->event_min_ms},
-      {"--event-max-ms", &c->event_max_ms}, {"--producer-timeout-ms", &c->producer_timeout_ms}};
+  std::map<std::string, uint32_t*> numbers = {{"--seconds", &c->seconds},
+                                              {"--roll-ms", &c->roll_ms},
+                                              {"--lock-ttl-ms", &c->lock_ttl_ms},
+                                              {"--result-ttl-ms", &c->result_ttl_ms},
+                                              {"--min-wait-ms", &c->min_wait_ms},
+                                              {"--max-wait-ms", &c->max_wait_ms},
+                                              {"--slack-ms", &c->slack_ms},
+                                              {"--event-min-ms", &c->event_min_ms},
+                                              {"--event-max-ms", &c->event_max_ms},
+                                              {"--producer-timeout-ms", &c->producer_timeout_ms},
+                                              {"--hang-grace-ms", &c->hang_grace_ms},
+                                              {"--fault-reach-ms", &c->fault_reach_ms}};
   for (int i = 1; i < argc; ++i) {
     std::string name = argv[i];
     if (name == "--keep") {
       c->keep = true;
+      continue;
+    }
+    if (name == "--strict-timing") {
+      c->strict_timing = true;
       continue;
     }
     if (i + 1 >= argc) return false;
@@ -442,6 +464,8 @@ class Driver {
             n(config_.max_wait_ms),
             "--slack-ms",
             n(config_.slack_ms),
+            "--hang-grace-ms",
+            n(config_.hang_grace_ms),
             "--max-value-bytes",
             n(config_.max_value_bytes),
             "--seed",
@@ -475,9 +499,14 @@ class Driver {
     std::shuffle(first.begin(), first.end(), random_);
     plan_.assign(first.rbegin(), first.rend());  // popped from the back
     uint64_t next_event = MonoMs() + Pick(config_.event_min_ms, config_.event_max_ms);
+    uint64_t next_progress = MonoMs() + kProgressMs;
     while (MonoMs() < end_ms_) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
       uint64_t now = MonoMs();
+      if (now >= next_progress) {
+        Progress(now);
+        next_progress = now + kProgressMs;
+      }
       for (auto& w : workers_) Watch(*w, now);
       if (!RespawnDue(now)) return false;
       if (now < next_event) continue;
@@ -485,6 +514,16 @@ class Driver {
       next_event = MonoMs() + Pick(config_.event_min_ms, config_.event_max_ms);
     }
     return true;
+  }
+
+  // A line every few seconds, so a run is never silent for long.
+  static constexpr uint64_t kProgressMs = 5000;
+  void Progress(uint64_t now) const {
+    int alive = 0;
+    for (const auto& w : workers_) alive += w->alive ? 1 : 0;
+    std::printf("soak: %llu/%u s, %zu events so far, %d workers alive\n",
+                static_cast<unsigned long long>((now - epoch_ms_) / 1000), config_.seconds,
+                log_->events().size(), alive);
   }
 
   std::string NextKind() {
@@ -641,7 +680,7 @@ class Driver {
     for (auto& w : workers_) {
       if (w->alive) w->child->WriteLine("stop");
     }
-    uint64_t budget = config_.max_wait_ms + 2 * config_.slack_ms + 15000;
+    uint64_t budget = config_.max_wait_ms + 2 * config_.slack_ms + config_.hang_grace_ms + 15000;
     for (auto& w : workers_) {
       if (!w->alive) continue;
       std::vector<std::string> lines;
@@ -676,15 +715,24 @@ class Driver {
 };
 
 // One line per invariant, PASS or FAIL, then the verdict.
+// Timing lines are measurements, not checks, unless --strict-timing: they
+// print [ OK ] or [SLOW] and leave the verdict alone.
 class Verdict {
  public:
+  explicit Verdict(bool strict_timing) : strict_timing_(strict_timing) {}
   void Check(bool ok, const std::string& what) {
     std::printf("  [%s] %s\n", ok ? "PASS" : "FAIL", what.c_str());
     failed_ = failed_ || !ok;
   }
+  void Timing(bool ok, const std::string& what) {
+    if (strict_timing_) return Check(ok, what);
+    std::printf("  [%s] %s (measured, not checked: --strict-timing checks it)\n",
+                ok ? " OK " : "SLOW", what.c_str());
+  }
   bool failed() const { return failed_; }
 
  private:
+  bool strict_timing_;
   bool failed_ = false;
 };
 
@@ -759,14 +807,14 @@ int Driver::Report() {
   for (auto& line : a.unexplained) std::printf("  UNEXPLAINED: %s\n", line.c_str());
 
   std::printf("invariants:\n");
-  Verdict v;
+  Verdict v(config_.strict_timing);
   v.Check(faults["kill_leader"] > 0 && faults["kill_pubsub"] > 0 && faults["kill_normal"] > 0 &&
               faults["restart_redis"] > 0 && faults["garbage"] > 0,
           "every kind of fault was injected at least once");
   v.Check(hung == 0, "no call left unanswered (hung=" + std::to_string(hung) + ")");
-  v.Check(late == 0, "no callback later than its deadline + " + std::to_string(config_.slack_ms) +
-                         " ms (late=" + std::to_string(late) + ", worst overshoot " +
-                         std::to_string(max_over) + " ms)");
+  v.Timing(late == 0, "no callback later than its deadline + " + std::to_string(config_.slack_ms) +
+                          " ms (late=" + std::to_string(late) + ", worst overshoot " +
+                          std::to_string(max_over) + " ms)");
   v.Check(unexpected == 0,
           "every caller got a value for its own key or a clear status "
           "(unexpected=" +
@@ -778,9 +826,9 @@ int Driver::Report() {
   v.Check(crashed == 0 && missing == 0,
           "no process crashed except those killed on purpose (crashed=" + std::to_string(crashed) +
               ", missing summaries=" + std::to_string(missing) + ")");
-  v.Check(rss_problems.empty(), "RSS of surviving workers stable (growth <= max(" +
-                                    std::to_string(config_.rss_slack_kb / 1024) +
-                                    " MiB, 50%) after warm-up)");
+  v.Timing(rss_problems.empty(), "RSS of surviving workers stable (growth <= max(" +
+                                     std::to_string(config_.rss_slack_kb / 1024) +
+                                     " MiB, 50%) after warm-up)");
   v.Check(calls > 0 && totals["ok"] > 0, "the fleet did useful work (ok results > 0)");
   std::printf("logs: %s (events.log, exec-w*.log)\n", config_.dir.c_str());
   std::printf("verdict: %s\n", v.failed() ? "FAIL" : "PASS");
@@ -800,8 +848,12 @@ int main(int argc, char** argv) {
   if (!ParseArgs(argc, argv, &config)) {
     std::fprintf(stderr,
                  "usage: sf_soak [--seconds N] [--procs P] [--callers C] [--keys K] "
-                 "[--seed S] [--dir DIR] [--keep] [--worker PATH] ...\n");
+                 "[--seed S] [--dir DIR] [--keep] [--strict-timing] [--worker PATH] ...\n");
     return 2;
+  }
+  if (!singleflight::test::RedisServerAvailable()) {
+    std::printf("sf_soak: SKIPPED: no redis-server (apt-get install redis-server)\n");
+    return 77;
   }
   return Driver(config).Run();
 }

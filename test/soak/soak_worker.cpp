@@ -42,6 +42,7 @@ struct Config {
   uint32_t min_wait_ms = 300;
   uint32_t max_wait_ms = 3000;
   uint32_t slack_ms = 500;
+  uint32_t hang_grace_ms = 20000;  // see the driver's Config
   size_t max_value_bytes = 64 * 1024;
   std::string exec_log;
   unsigned seed = 1;
@@ -76,6 +77,8 @@ Config Parse(int argc, char** argv) {
       c.max_wait_ms = static_cast<uint32_t>(number());
     } else if (name == "--slack-ms") {
       c.slack_ms = static_cast<uint32_t>(number());
+    } else if (name == "--hang-grace-ms") {
+      c.hang_grace_ms = static_cast<uint32_t>(number());
     } else if (name == "--max-value-bytes") {
       c.max_value_bytes = number();
     } else if (name == "--exec-log") {
@@ -168,7 +171,8 @@ class Worker {
   }
 
   // No new calls; the summary follows once every call out has its result,
-  // or after the longest deadline plus slack (the rest count as hung).
+  // or after the longest deadline plus slack and the hang grace (the rest
+  // count as hung).
   void Stop() {
     if (stopping_) return;
     stopping_ = true;
@@ -176,7 +180,7 @@ class Worker {
     uv_timer_init(loop_, &guard_);
     uv_timer_start(
         &guard_, [](uv_timer_t* t) { static_cast<Worker*>(t->data)->Finish(); },
-        config_.max_wait_ms + 2 * config_.slack_ms, 0);
+        config_.max_wait_ms + 2 * config_.slack_ms + config_.hang_grace_ms, 0);
     guard_.data = this;
     MaybeFinish();
   }
