@@ -88,11 +88,17 @@ for kind in "${kinds[@]}"; do
   pc_flags="$(pkg-config --cflags --libs singleflight)"
   pc_libdir="$(pkg-config --variable=libdir singleflight)"
   echo "pkg-config: $pc_flags"
-  # An install prefix is not on the loader's path: record it in the binary.
+  # Built and run as the README tells a user: no rpath; a prefix of one's own
+  # is not on the loader's path, so LD_LIBRARY_PATH names it (after an
+  # install to a system prefix, `ldconfig` does that instead).
   # shellcheck disable=SC2086  # the flags are meant to split into words
-  ${CXX:-c++} -std=c++17 -O1 -o "$work/consumer-pc-$kind" "$consumer_src/main.cpp" \
-    $pc_flags "-Wl,-rpath,$pc_libdir"
-  "$work/consumer-pc-$kind"
+  ${CXX:-c++} -std=c++17 -O1 -o "$work/consumer-pc-$kind" "$consumer_src/main.cpp" $pc_flags
+  if [[ $kind == shared ]] && "$work/consumer-pc-$kind" >/dev/null 2>&1; then
+    echo "check_install: the consumer found libsingleflight without LD_LIBRARY_PATH;" \
+      "another copy is installed on this machine's loader path" >&2
+    exit 1
+  fi
+  LD_LIBRARY_PATH="$pc_libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$work/consumer-pc-$kind"
 done
 
 printf '\ncheck_install: ok (%s)\n' "${kinds[*]}"

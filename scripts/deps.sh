@@ -12,6 +12,18 @@
 # use g++ and need neither, so a plain run does not pull a second compiler in.
 # `deps.sh --lint` adds clang-format and clang-tidy for scripts/lint.sh.
 #
+# `deps.sh --stress` adds stress-ng (scripts/stress_ci.sh), `deps.sh --fresh`
+# debootstrap (scripts/fresh_check.sh).
+#
+# apt's output goes to a log file (printed path; its tail is shown when apt
+# fails), so a first run prints a few lines, not hundreds.
+#
+# Every program the scripts and tests call is either in a Debian minbase
+# system (bash, coreutils, sed, awk (mawk), grep, findutils, util-linux's
+# setsid) or in this list: redis-cli (redis-tools), valgrind, pkg-config. The
+# demo reads HTTP with its own client (examples/load), not curl;
+# scripts/fresh_check.sh proves the list on a minbase root.
+#
 # redis-server is installed for its binary only. Tests and scripts start
 # private servers on random loopback ports and never use a system service on
 # 6379; the install is kept from starting one (see below).
@@ -26,10 +38,15 @@ packages=(
   liblua5.1-0-dev
   valgrind
 )
-case "${1:-}" in
-  --fuzz) packages+=(clang libclang-rt-14-dev) ;;
-  --lint) packages+=(clang-format clang-tidy) ;;
-esac
+for flag in "$@"; do
+  case "$flag" in
+    --fuzz) packages+=(clang libclang-rt-14-dev) ;;
+    --lint) packages+=(clang-format clang-tidy) ;;
+    --stress) packages+=(stress-ng) ;;
+    --fresh) packages+=(debootstrap) ;;
+    *) echo "deps: unknown flag $flag (use --fuzz, --lint, --stress or --fresh)" >&2; exit 2 ;;
+  esac
+done
 
 # One line per installed architecture of the package; any "installed" will do.
 installed() {
@@ -78,8 +95,21 @@ if [[ ! -e $policy ]]; then
 fi
 
 apt_env=(env DEBIAN_FRONTEND=noninteractive)
-"${as_root[@]}" "${apt_env[@]}" apt-get update
-"${as_root[@]}" "${apt_env[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
+apt_log="$(mktemp "${TMPDIR:-/tmp}/sf-deps-apt.XXXXXX.log")"
+# Runs one apt step quietly; on failure shows why and stops.
+apt_step() {
+  local what=$1
+  shift
+  echo "deps: $what (log: $apt_log)"
+  if ! "${as_root[@]}" "${apt_env[@]}" "$@" >>"$apt_log" 2>&1; then
+    tail -n 30 "$apt_log" >&2
+    echo "deps: FAILED: $what (the whole log: $apt_log)" >&2
+    exit 1
+  fi
+}
+apt_step "apt-get update" apt-get update -q
+apt_step "installing ${#missing[@]} packages" \
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
 
 for pkg in "${missing[@]}"; do
   if ! installed "$pkg"; then
@@ -87,4 +117,5 @@ for pkg in "${missing[@]}"; do
     exit 1
   fi
 done
+rm -f "$apt_log"
 echo "deps: installed ${missing[*]}"

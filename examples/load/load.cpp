@@ -1,12 +1,14 @@
 // load: a libuv HTTP load generator for fetch_service.
 //
 //   load --target HOST:PORT [--connections M=50] [--requests R=1000] [--urls K=5]
-//        [--url-prefix http://upstream.example/item/]
+//        [--url-prefix http://upstream.example/item/] [--print-body 1]
 //
 // M keep-alive connections share R requests for GET /fetch?url=<prefix><i>,
 // i cycling over K URLs, one request in flight per connection. Prints the
 // status codes, how the answers were served (the "source" of each body),
-// latency p50/p99/max and throughput. Exits 0 when every request got 200.
+// latency p50/p99/max and throughput; with --print-body 1, also each response
+// body on a line "body <body>" (how scripts/demo.sh reads a cached value
+// without curl). Exits 0 when every request got 200.
 #include <http_parser.h>
 #include <uv.h>
 
@@ -29,6 +31,7 @@ struct Config {
   int requests = 1000;
   int urls = 5;
   std::string url_prefix = "http://upstream.example/item/";
+  bool print_body = false;
 };
 
 class Load;
@@ -130,6 +133,7 @@ class Load {
     latencies_us_.push_back((uv_hrtime() - c->sent_at) / 1000);
     ++statuses_[c->parser.status_code];
     ++sources_[SourceOf(c->body)];
+    if (config_.print_body) std::printf("body %s\n", c->body.c_str());
     SendNext(c);
   }
 
@@ -210,6 +214,8 @@ bool Parse(int argc, char** argv, Config* c) {
       c->urls = static_cast<int>(n);
     } else if (flag == "--url-prefix") {
       c->url_prefix = value;
+    } else if (flag == "--print-body" && examples::ParseInt(value, 0, 1, &n)) {
+      c->print_body = n == 1;
     } else {
       return false;
     }
@@ -224,7 +230,7 @@ int main(int argc, char** argv) {
   if (!Parse(argc, argv, &config)) {
     std::fprintf(stderr,
                  "usage: load --target HOST:PORT [--connections 50] [--requests 1000] [--urls 5]\n"
-                 "            [--url-prefix http://upstream.example/item/]\n");
+                 "            [--url-prefix http://upstream.example/item/] [--print-body 1]\n");
     return 2;
   }
   uv_loop_t loop;

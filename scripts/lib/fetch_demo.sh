@@ -150,12 +150,24 @@ sf__fetch_takeover_burst() {
     SF_FETCH_BAD+="burst 3: an answer other than 200; "
   fi
   # The value every 200 carried, now from the cache: fetched by the takeover.
-  value="$(curl -s --max-time 5 "http://$SF_FETCH_ADDR/fetch?url=${url//\//%2F}")"
-  value="$(sed -n 's/.*"data":"\([^"]*\)".*/\1/p' <<<"$value")"
+  # One more request, from the demo's own client (no curl on a minbase machine).
+  local body
+  body="$("$SF_FETCH_LOAD" --target "$SF_FETCH_ADDR" --connections 1 --requests 1 --urls 1 \
+    --url-prefix "$prefix" --print-body 1 2>&1)" || true
+  value="$(sed -n 's/^body .*"data":"\([^"]*\)".*/\1/p' <<<"$body")"
   after="$(redis-cli -h "$SF_FETCH_REDIS_HOST" -p "$SF_FETCH_REDIS_PORT" GET "$key" 2>/dev/null)"
-  echo "  takeover    worker pid ${after:-none} fetched it again: \"$value\""
-  if [[ -z "$after" || "$after" == "$leader" || "$value" != *"fetched by pid $after,"* ]]; then
-    SF_FETCH_BAD+="burst 3: no takeover by another worker (value \"$value\"); "
+  if [[ -z "$value" ]]; then
+    echo "  takeover    could not read the cached value back:"
+    printf '    %s\n' "${body//$'\n'/$'\n'    }"
+    SF_FETCH_BAD+="burst 3: the cached value could not be read back; "
+  elif [[ -z "$after" || "$after" == "$leader" ]]; then
+    echo "  takeover    none: the leader recorded is ${after:-nobody} (killed: $leader)"
+    SF_FETCH_BAD+="burst 3: no other worker took the fetch over; "
+  elif [[ "$value" != *"fetched by pid $after,"* ]]; then
+    echo "  takeover    worker pid $after fetched it again, but the cache holds \"$value\""
+    SF_FETCH_BAD+="burst 3: the cached value is not the takeover's; "
+  else
+    echo "  takeover    worker pid $after fetched it again: \"$value\""
   fi
   executions="$(redis-cli -h "$SF_FETCH_REDIS_HOST" -p "$SF_FETCH_REDIS_PORT" GET \
     "${SF_FETCH_PREFIX}upstream_fetches:$url" 2>/dev/null)"
@@ -222,8 +234,8 @@ sf_fetch_demo() {
   sf_fetch_demo_stop
 
   if [[ -n "$SF_FETCH_BAD" ]]; then
-    echo "FAILED: ${SF_FETCH_BAD%; }"
+    echo "http demo: FAILED: ${SF_FETCH_BAD%; }"
     return 1
   fi
-  echo "OK"
+  echo "http demo: OK"
 }
