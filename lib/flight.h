@@ -143,8 +143,10 @@ class Flight final : public std::enable_shared_from_this<Flight>, public Channel
   std::shared_ptr<ProductionSlot> slot_;
   Scheduler::TimerId recheck_timer_;
   Scheduler::TimerId producer_timer_;
-  // An untrusted message may re-check from this time on (one per spacing).
+  // An untrusted message may re-check from this time on (one per spacing);
+  // one asked for earlier waits on message_recheck_timer_ until then.
   uint64_t next_message_recheck_ms_ = 0;
+  Scheduler::TimerId message_recheck_timer_;
 };
 
 }  // namespace singleflight::internal

@@ -38,7 +38,8 @@ command -v git >/dev/null 2>&1 || { echo "fresh_check: git not found" >&2; exit 
 
 # The host's Debian mirror: deb822 "URIs:" or a one-line "deb URL bookworm".
 host_mirror() {
-  cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null |
+  # (cat fails when one of the files is absent; that must not end the script)
+  { cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null || true; } |
     awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}
          /^deb / && $0 !~ /security/ {for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) {print $i; exit}}'
 }

@@ -60,7 +60,9 @@ for ((i = 1; i <= runs; i++)); do
   clone="$dir/run-$i"
   log="$dir/run-$i.log"
   rm -rf "$clone"
+  # Every run tests the commit named above, even if HEAD moves meanwhile.
   git clone --quiet --no-hardlinks "$repo" "$clone"
+  git -C "$clone" checkout --quiet --detach "$commit"
   start=$(date +%s)
   status=0
   (cd "$clone" && CI=true bash .ci/run) >"$log" 2>&1 || status=$?

@@ -629,6 +629,32 @@ TEST_F(FlightDistributedTest, MessageFromAnotherTokenIsDroppedAndRechecked) {
   EXPECT_EQ(results_[0].value(), "real");
 }
 
+// A hot key whose flights end every millisecond (faults_test's
+// HotFailingKeyAcrossProcesses, seen under CI load): a foreign message starts
+// a re-check; before its answer, the next holder's completion arrives on the
+// subscriber connection — still foreign, and inside the re-check spacing.
+// The answer then names that holder, whose message is gone: only a re-check
+// after the spacing ends the wait (before the fix: none until the lock's
+// PTTL, past every caller's deadline).
+TEST_F(FlightDistributedTest, UntrustedMessageInsideTheSpacingStillRechecks) {
+  (void)DoKey("k", CallOptions{60000});
+  link_->Answer(ScriptId::kGetOrLock, Busy());
+  link_->OnlyListener()->OnMessage(EnvelopeFrom(std::string(16, 'x'), "older"));
+  ASSERT_EQ(link_->Count(ScriptId::kGetOrLock), 2);
+  std::string next(16, 'n');
+  link_->OnlyListener()->OnMessage(EnvelopeFrom(next, "v2"));  // dropped: not yet known
+  EXPECT_EQ(group_->stats().foreign_dropped, 2u);
+  link_->Answer(ScriptId::kGetOrLock, Arr({Int(0), Int(5000), Str(next)}));
+  EXPECT_EQ(link_->Count(ScriptId::kGetOrLock), 2);
+  clock_->Advance(100);  // the spacing, far short of the lock's 5 s PTTL
+  ASSERT_EQ(link_->Count(ScriptId::kGetOrLock), 3);
+  link_->Answer(ScriptId::kGetOrLock, Hit(EnvelopeFrom(next, "v2")));
+  clock_->RunPending();
+  ASSERT_EQ(results_.size(), 1u);
+  EXPECT_EQ(results_[0].value(), "v2");
+  EXPECT_EQ(results_[0].source, Source::kFallbackGet);
+}
+
 TEST_F(FlightDistributedTest, LaterHolderSeenOnARecheckIsTrusted) {
   (void)DoKey("k", CallOptions{60000});
   link_->Answer(ScriptId::kGetOrLock, Busy());
