@@ -38,10 +38,12 @@ GroupImpl::~GroupImpl() = default;
 
 GroupImpl* GroupImpl::Create(uv_loop_t* loop, Options options) {
   bool use_redis = options.redis.enabled();
-  auto* impl = new GroupImpl(std::move(options), new UvScheduler(loop), nullptr);
+  bool keep_loop_alive = options.keep_loop_alive;
+  auto* impl = new GroupImpl(std::move(options), new UvScheduler(loop, keep_loop_alive), nullptr);
   if (use_redis && impl->options_status_.ok()) {
     impl->link_ = MakeRedisLink(
-        loop, impl->options_.redis, [impl](bool up, const Status&) { impl->OnLinkState(up); },
+        loop, impl->options_.redis, keep_loop_alive,
+        [impl](bool up, const Status&) { impl->OnLinkState(up); },
         [impl](bool up, const Status&) { impl->OnSubscriberState(up); });
     impl->leases_.set_link(impl->link_.get());
     impl->ListenForInvalidations();

@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "hiredis_reply.h"
+#include "loop_ref.h"
 #include "uv_hiredis_adapter.h"
 
 namespace singleflight::internal {
@@ -87,7 +88,8 @@ struct ResolveRequest {
 
 class Connection final : public RedisConnection {
  public:
-  Connection(uv_loop_t* loop, RedisOptions options, Mode mode, Handlers handlers);
+  Connection(uv_loop_t* loop, RedisOptions options, Mode mode, Handlers handlers,
+             bool keep_loop_alive);
 
   void Start();
   bool connected() const override { return state_ == State::kReady; }
@@ -137,6 +139,7 @@ class Connection final : public RedisConnection {
 
   uv_loop_t* loop_;
   RedisOptions options_;
+  bool keep_loop_alive_;  // Options::keep_loop_alive, for every handle made here
   Mode mode_;
   Handlers handlers_;
   State state_ = State::kBackoff;
@@ -164,15 +167,20 @@ class Connection final : public RedisConnection {
   int open_handles_ = 0;  // our three handles plus a live adapter's poll handle
 };
 
-Connection::Connection(uv_loop_t* loop, RedisOptions options, Mode mode, Handlers handlers)
+Connection::Connection(uv_loop_t* loop, RedisOptions options, Mode mode, Handlers handlers,
+                       bool keep_loop_alive)
     : loop_(loop),
       options_(std::move(options)),
+      keep_loop_alive_(keep_loop_alive),
       mode_(mode),
       handlers_(std::move(handlers)),
       random_(std::random_device{}()) {
   uv_timer_init(loop_, &attempt_timer_);
   uv_timer_init(loop_, &command_timer_);
   uv_idle_init(loop_, &idle_);
+  KeepsLoopAlive(&attempt_timer_, keep_loop_alive_);
+  KeepsLoopAlive(&command_timer_, keep_loop_alive_);
+  KeepsLoopAlive(&idle_, keep_loop_alive_);
   attempt_timer_.data = command_timer_.data = idle_.data = this;
   open_handles_ = 3;
 }
@@ -282,7 +290,7 @@ bool Connection::Adopt(redisAsyncContext* ac, bool tcp) {
     Lost(Unavailable("connect to " + Address() + ": " + error));
     return false;
   }
-  if (AttachUvAdapter(loop_, ac, OnAdapterClosed, this) != REDIS_OK) {
+  if (AttachUvAdapter(loop_, ac, OnAdapterClosed, this, keep_loop_alive_) != REDIS_OK) {
     redisAsyncFree(ac);
     Lost(Unavailable("connect to " + Address() + ": cannot poll the socket"));
     return false;
@@ -600,9 +608,9 @@ void Connection::HandleGone() {
 }  // namespace
 
 RedisConnection* RedisConnection::Create(uv_loop_t* loop, const RedisOptions& options, Mode mode,
-                                         Handlers handlers) {
+                                         Handlers handlers, bool keep_loop_alive) {
   IgnoreDefaultSigpipe();
-  auto* connection = new Connection(loop, options, mode, std::move(handlers));
+  auto* connection = new Connection(loop, options, mode, std::move(handlers), keep_loop_alive);
   connection->Start();
   return connection;
 }

@@ -69,9 +69,10 @@ class RedisConnection {
   };
   using CommandCallback = std::function<void(const Status& status, const Reply& reply)>;
 
-  // Starts connecting at once.
+  // Starts connecting at once. keep_loop_alive: Options::keep_loop_alive
+  // (lib/loop_ref.h).
   static RedisConnection* Create(uv_loop_t* loop, const RedisOptions& options, Mode mode,
-                                 Handlers handlers);
+                                 Handlers handlers, bool keep_loop_alive = true);
 
   virtual ~RedisConnection() = default;
 

@@ -71,7 +71,9 @@ class RedisLink {
 
 // The real link over two RedisConnections. `on_command_state` and
 // `on_subscriber_state` report each connection's ups and downs.
+// keep_loop_alive: Options::keep_loop_alive (lib/loop_ref.h).
 std::unique_ptr<RedisLink> MakeRedisLink(uv_loop_t* loop, const RedisOptions& options,
+                                         bool keep_loop_alive,
                                          RedisLink::StateCallback on_command_state,
                                          RedisLink::StateCallback on_subscriber_state);
 

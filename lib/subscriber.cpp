@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <utility>
 
+#include "loop_ref.h"
+
 namespace singleflight::internal {
 namespace {
 
@@ -15,18 +17,21 @@ bool IsText(const Reply& reply) {
 
 }  // namespace
 
-Subscriber::Subscriber(uv_loop_t* loop, const RedisOptions& options, Handlers handlers)
+Subscriber::Subscriber(uv_loop_t* loop, const RedisOptions& options, Handlers handlers,
+                       bool keep_loop_alive)
     : Subscriber(
           loop,
-          [loop, &options](RedisConnection::Handlers connection_handlers) {
+          [loop, &options, keep_loop_alive](RedisConnection::Handlers connection_handlers) {
             return RedisConnection::Create(loop, options, RedisConnection::Mode::kSubscriber,
-                                           std::move(connection_handlers));
+                                           std::move(connection_handlers), keep_loop_alive);
           },
-          std::move(handlers)) {}
+          std::move(handlers), keep_loop_alive) {}
 
-Subscriber::Subscriber(uv_loop_t* loop, const ConnectionFactory& make_connection, Handlers handlers)
+Subscriber::Subscriber(uv_loop_t* loop, const ConnectionFactory& make_connection, Handlers handlers,
+                       bool keep_loop_alive)
     : handlers_(std::move(handlers)), idle_(new uv_idle_t) {
   uv_idle_init(loop, idle_);
+  KeepsLoopAlive(idle_, keep_loop_alive);
   idle_->data = this;
   RedisConnection::Handlers connection_handlers;
   connection_handlers.on_state = [this](bool up, const Status& why) { OnState(up, why); };

@@ -54,10 +54,13 @@ class Subscriber {
   using ConnectionFactory = std::function<RedisConnection*(RedisConnection::Handlers)>;
 
   // Creates the subscriber connection, which starts connecting at once.
-  Subscriber(uv_loop_t* loop, const RedisOptions& options, Handlers handlers);
+  // keep_loop_alive: Options::keep_loop_alive (lib/loop_ref.h).
+  Subscriber(uv_loop_t* loop, const RedisOptions& options, Handlers handlers,
+             bool keep_loop_alive = true);
   // The same over a connection of the caller's making: the seam through which
   // tests and fuzzers play the server (confirmations, messages, garbage).
-  Subscriber(uv_loop_t* loop, const ConnectionFactory& make_connection, Handlers handlers);
+  Subscriber(uv_loop_t* loop, const ConnectionFactory& make_connection, Handlers handlers,
+             bool keep_loop_alive = true);
   ~Subscriber();
   Subscriber(const Subscriber&) = delete;
   Subscriber& operator=(const Subscriber&) = delete;

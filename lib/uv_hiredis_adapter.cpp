@@ -1,5 +1,7 @@
 #include "uv_hiredis_adapter.h"
 
+#include "loop_ref.h"
+
 namespace singleflight::internal {
 namespace {
 
@@ -80,13 +82,15 @@ void Cleanup(void* data) {
 
 }  // namespace
 
-int AttachUvAdapter(uv_loop_t* loop, redisAsyncContext* ac, AdapterClosedFn on_closed, void* arg) {
+int AttachUvAdapter(uv_loop_t* loop, redisAsyncContext* ac, AdapterClosedFn on_closed, void* arg,
+                    bool keep_loop_alive) {
   if (ac->ev.data != nullptr) return REDIS_ERR;
   auto* adapter = new UvAdapter{};
   if (uv_poll_init(loop, &adapter->poll, ac->c.fd) != 0) {
     delete adapter;  // a failed init leaves no handle to close
     return REDIS_ERR;
   }
+  KeepsLoopAlive(&adapter->poll, keep_loop_alive);
   adapter->poll.data = adapter;
   adapter->ac = ac;
   adapter->on_closed = on_closed;

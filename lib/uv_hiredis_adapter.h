@@ -25,6 +25,8 @@ using AdapterClosedFn = void (*)(void* arg);
 // Returns REDIS_OK, or REDIS_ERR when the context already has an adapter or
 // the poll handle cannot be created; then `on_closed` is never called and the
 // caller still owns (and must free) the context.
-int AttachUvAdapter(uv_loop_t* loop, redisAsyncContext* ac, AdapterClosedFn on_closed, void* arg);
+// keep_loop_alive: Options::keep_loop_alive (lib/loop_ref.h).
+int AttachUvAdapter(uv_loop_t* loop, redisAsyncContext* ac, AdapterClosedFn on_closed, void* arg,
+                    bool keep_loop_alive);
 
 }  // namespace singleflight::internal

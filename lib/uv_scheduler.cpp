@@ -2,11 +2,15 @@
 
 #include <limits>
 
+#include "loop_ref.h"
+
 namespace singleflight::internal {
 
-UvScheduler::UvScheduler(uv_loop_t* loop) : loop_(loop) {
+UvScheduler::UvScheduler(uv_loop_t* loop, bool keep_loop_alive) : loop_(loop) {
   uv_timer_init(loop, &timer_);
   uv_idle_init(loop, &idle_);
+  KeepsLoopAlive(&timer_, keep_loop_alive);
+  KeepsLoopAlive(&idle_, keep_loop_alive);
   timer_.data = this;
   idle_.data = this;
   // Both handles are active only while there is work (a deadline, a deferred

@@ -14,7 +14,8 @@ namespace singleflight::internal {
 
 class UvScheduler final : public Scheduler {
  public:
-  explicit UvScheduler(uv_loop_t* loop);
+  // keep_loop_alive: Options::keep_loop_alive (lib/loop_ref.h).
+  UvScheduler(uv_loop_t* loop, bool keep_loop_alive);
 
   uint64_t NowMs() const override;
   void Defer(Task task) override;

@@ -67,6 +67,32 @@ TEST_F(DistributedTest, TwoGroupsShareOneExecution) {
   EXPECT_EQ(a.stats().leads + b.stats().leads, 1u);
 }
 
+// Options::keep_loop_alive = false, as the Node binding uses it: a connected,
+// idle group leaves the loop with nothing that keeps it alive (so Node can
+// exit), while a call still completes as long as something else keeps the
+// loop running (here the producer's own timer). A default group, connected
+// and idle, does keep the loop alive: that is what the check tells apart.
+TEST_F(DistributedTest, GroupThatDoesNotKeepTheLoopAliveLetsItEmpty) {
+  Options options = BaseOptions();
+  options.keep_loop_alive = false;
+  Group& unrefd = NewGroup(options);
+  Work& work = NewWork();
+  auto& results = NewResults();
+  Call(unrefd, "k", work.After(1, "v"), &results);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return results.size() == 1; }));
+  EXPECT_EQ(results[0].value(), "v");
+  EXPECT_EQ(results[0].source, Source::kLed);  // it went through Redis
+  // Let the closes of the producer's and RunUntil's timers finish.
+  while (uv_run(&loop_, UV_RUN_NOWAIT) != 0 && uv_loop_alive(&loop_) != 0) {
+  }
+  EXPECT_EQ(uv_loop_alive(&loop_), 0);
+
+  Group& refd = NewGroup();
+  Call(refd, "k2", work.Now("w"), &results);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return results.size() == 2; }));
+  EXPECT_NE(uv_loop_alive(&loop_), 0);
+}
+
 TEST_F(DistributedTest, ResultStoredInRedisAnswersTheNextGroup) {
   Group& a = NewGroup();
   Work& work = NewWork();

@@ -89,6 +89,15 @@ struct Options {
   uint32_t producer_timeout_ms = 60000;
   // The deadline of a call whose CallOptions::wait_timeout_ms is 0.
   uint32_t default_wait_timeout_ms = 10000;
+
+  // true (the default): the group's handles are ordinary ref'd libuv handles,
+  // so uv_run keeps running while the group has a connection open. false:
+  // every handle of the group is unref'd (uv_unref) for its whole life, so the
+  // group never keeps uv_run from returning — like a Node socket after
+  // unref(). The embedder then keeps the loop alive while it waits for
+  // results; the Node binding holds one ref'd handle of its own while any
+  // call or producer is outstanding, so an idle group lets Node exit.
+  bool keep_loop_alive = true;
 };
 
 struct CallOptions {
