@@ -1,0 +1,344 @@
+// singleflight for Node.js: fleet-wide request coalescing on Node's own loop.
+//
+// The native addon (src/addon.cc) runs the C++ library's Group on the loop of
+// the thread that creates it; this file gives it Node's conventions:
+// Promises, AbortSignal, an Error subclass with a `code`, options checked at
+// construction, and a process that exits when nothing is pending.
+'use strict';
+
+const path = require('node:path');
+
+function loadAddon() {
+  const file = path.join(__dirname, 'build', 'Release', 'singleflight.node');
+  try {
+    return require(file);
+  } catch (error) {
+    if (error && error.code === 'MODULE_NOT_FOUND') {
+      throw new Error(
+        `singleflight: the native addon is not built (${file}); run \`npm ci && npm run build\` in ${__dirname}`,
+      );
+    }
+    throw error;
+  }
+}
+const { NativeGroup } = loadAddon();
+
+// The C++ status codes (include/singleflight/status.h), by name.
+const codes = Object.freeze({
+  PRODUCER_ERROR: 'producer_error',
+  TIMEOUT: 'timeout',
+  CANCELLED: 'cancelled',
+  UNAVAILABLE: 'unavailable',
+  INVALID_ARGUMENT: 'invalid_argument',
+  TOO_LARGE: 'too_large',
+  CLOSED: 'closed',
+});
+
+class SingleflightError extends Error {
+  constructor(code, message, options) {
+    super(message, options);
+    this.name = 'SingleflightError';
+    this.code = code;
+    if (options && options.source !== undefined) this.source = options.source;
+  }
+}
+
+const MAX_U32 = 0xffffffff;
+
+function describe(value) {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  return typeof value === 'object' ? 'an object' : `a ${typeof value}`;
+}
+
+function isBytes(value) {
+  return Buffer.isBuffer(value) || value instanceof Uint8Array;
+}
+
+function checkInteger(name, value, max = MAX_U32) {
+  if (!Number.isInteger(value) || value < 0 || value > max) {
+    throw new RangeError(`singleflight: ${name} must be an integer from 0 to ${max} (got ${value})`);
+  }
+  return value;
+}
+
+// "redis://[user[:password]@]host[:port][/db]", "unix:///path[?db=N]" or
+// "host:port" -> the native connection fields. TLS (rediss://) and Sentinel
+// (redis+sentinel://) need the library's own transport, which is not there
+// yet: they are refused with a clear error rather than half-supported.
+function parseRedisUrl(text) {
+  if (/^[^/:@]+:\d+$/.test(text) || /^\[[0-9a-fA-F:]+\]:\d+$/.test(text)) {
+    const at = text.lastIndexOf(':');
+    return { host: text.slice(0, at).replace(/^\[|\]$/g, ''), port: Number(text.slice(at + 1)) };
+  }
+  let url;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new SingleflightError(codes.INVALID_ARGUMENT, `singleflight: not a Redis URL: ${text}`);
+  }
+  const out = {};
+  if (url.username) out.username = decodeURIComponent(url.username);
+  if (url.password) out.password = decodeURIComponent(url.password);
+  const db = (value) => {
+    if (value === '' || value === null) return;
+    if (!/^\d+$/.test(value)) throw new SingleflightError(codes.INVALID_ARGUMENT, `singleflight: bad db "${value}" in ${text}`);
+    out.db = Number(value);
+  };
+  switch (url.protocol) {
+    case 'redis:':
+      if (!url.hostname) throw new SingleflightError(codes.INVALID_ARGUMENT, `singleflight: no host in ${text}`);
+      out.host = url.hostname.replace(/^\[|\]$/g, '');
+      out.port = url.port ? Number(url.port) : 6379;
+      db(url.pathname.replace(/^\//, ''));
+      return out;
+    case 'unix:':
+      if (!url.pathname || url.pathname === '/') throw new SingleflightError(codes.INVALID_ARGUMENT, `singleflight: no socket path in ${text}`);
+      out.unixSocket = decodeURIComponent(url.pathname);
+      db(url.searchParams.get('db'));
+      return out;
+    case 'rediss:':
+    case 'redis+sentinel:':
+      throw new SingleflightError(
+        codes.INVALID_ARGUMENT,
+        `singleflight: ${url.protocol}// is not supported yet (TLS and Sentinel come with the library's own transport); use redis:// or unix://`,
+      );
+    default:
+      throw new SingleflightError(codes.INVALID_ARGUMENT, `singleflight: unknown Redis URL scheme ${url.protocol} in ${text}`);
+  }
+}
+
+const REDIS_FIELDS = ['host', 'port', 'unixSocket', 'username', 'password', 'db', 'connectTimeoutMs', 'commandTimeoutMs', 'reconnectMinMs', 'reconnectMaxMs'];
+const NUMBER_OPTIONS = ['lockTtlMs', 'resultTtlMs', 'errorTtlMs', 'waitTimeoutMs', 'producerTimeoutMs', 'fallbackIntervalMs'];
+const SIZE_OPTIONS = ['maxKeyBytes', 'maxValueBytes', 'maxInflightKeys', 'maxWaitersPerFlight'];
+const L1_FIELDS = { maxEntries: 'l1MaxEntries', maxBytes: 'l1MaxBytes', ttlMs: 'l1TtlMs' };
+const KNOWN = new Set(['redis', 'keyPrefix', 'l1', 'whenRedisDown', 'raw', ...NUMBER_OPTIONS, ...SIZE_OPTIONS]);
+
+// The user's options -> the flat object NativeGroup reads. Types and ranges
+// are checked here, so a typo or a wrong type throws at construction.
+function nativeOptions(options) {
+  if (options === undefined) options = {};
+  if (options === null || typeof options !== 'object') throw new TypeError('singleflight: options must be an object');
+  for (const name of Object.keys(options)) {
+    if (!KNOWN.has(name)) throw new TypeError(`singleflight: unknown option "${name}"`);
+  }
+  const out = {};
+  let redis = options.redis;
+  if (typeof redis === 'string') redis = parseRedisUrl(redis);
+  if (redis !== undefined && redis !== null) {
+    if (typeof redis !== 'object') throw new TypeError('singleflight: redis must be a URL string or an object');
+    for (const name of Object.keys(redis)) {
+      if (!REDIS_FIELDS.includes(name)) throw new TypeError(`singleflight: unknown redis option "${name}"`);
+    }
+    for (const name of ['host', 'unixSocket', 'username', 'password']) {
+      if (redis[name] === undefined) continue;
+      if (typeof redis[name] !== 'string') throw new TypeError(`singleflight: redis.${name} must be a string`);
+      out[name] = redis[name];
+    }
+    if (redis.port !== undefined) out.port = checkInteger('redis.port', redis.port, 65535);
+    if (redis.db !== undefined) out.db = checkInteger('redis.db', redis.db, 0x7fffffff);
+    for (const name of ['connectTimeoutMs', 'commandTimeoutMs', 'reconnectMinMs', 'reconnectMaxMs']) {
+      if (redis[name] !== undefined) out[name] = checkInteger(`redis.${name}`, redis[name]);
+    }
+  }
+  if (options.keyPrefix !== undefined) {
+    if (typeof options.keyPrefix !== 'string') throw new TypeError('singleflight: keyPrefix must be a string');
+    out.keyPrefix = options.keyPrefix;
+  }
+  for (const name of NUMBER_OPTIONS) {
+    if (options[name] !== undefined) out[name] = checkInteger(name, options[name]);
+  }
+  for (const name of SIZE_OPTIONS) {
+    if (options[name] !== undefined) out[name] = checkInteger(name, options[name], Number.MAX_SAFE_INTEGER);
+  }
+  if (options.l1 !== undefined) {
+    const l1 = options.l1 === false ? { maxEntries: 0 } : options.l1;
+    if (l1 === null || typeof l1 !== 'object') throw new TypeError('singleflight: l1 must be an object or false');
+    for (const [name, field] of Object.entries(L1_FIELDS)) {
+      if (l1[name] !== undefined) out[field] = checkInteger(`l1.${name}`, l1[name], name === 'ttlMs' ? MAX_U32 : Number.MAX_SAFE_INTEGER);
+    }
+    for (const name of Object.keys(l1)) {
+      if (!(name in L1_FIELDS)) throw new TypeError(`singleflight: unknown l1 option "${name}"`);
+    }
+  }
+  if (options.whenRedisDown !== undefined) {
+    if (options.whenRedisDown !== 'localOnly' && options.whenRedisDown !== 'failFast') {
+      throw new TypeError('singleflight: whenRedisDown must be "localOnly" or "failFast"');
+    }
+    out.whenRedisDown = options.whenRedisDown;
+  }
+  if (options.raw !== undefined) out.raw = Boolean(options.raw);
+  return out;
+}
+
+function errorMessage(error) {
+  if (error instanceof Error) return error.message;
+  try {
+    return String(error);
+  } catch {
+    return 'producer failed';
+  }
+}
+
+const noop = () => {};
+
+class Group {
+  constructor(options) {
+    const flat = nativeOptions(options);
+    this._native = new NativeGroup(flat);
+    this._producerTimeoutMs = flat.producerTimeoutMs ?? 60000;
+    this._outstanding = 0; // calls waiting + producers running
+    this._keepAlive = null; // a ref'd timer while _outstanding > 0
+    this._productions = new Map(); // running producers: AbortController -> finish
+    this._closing = null;
+  }
+
+  // Resolves to the shared value: a string or a Buffer, as the leader's
+  // producer returned it (or always a Buffer with { raw: true }).
+  async do(key, fn, options) {
+    return (await this.doWithInfo(key, fn, options)).value;
+  }
+
+  // Resolves to { value, source, shared, degraded }: source is where the
+  // value came from ("led", "joined", "pubsub", "redis", "l1", "fallback").
+  doWithInfo(key, fn, options = {}) {
+    return new Promise((resolve, reject) => {
+      if (typeof key !== 'string' && !isBytes(key)) {
+        throw new TypeError(`singleflight: key must be a string or a Buffer (got ${describe(key)})`);
+      }
+      if (typeof fn !== 'function') throw new TypeError('singleflight: the producer must be a function');
+      if (options === null || typeof options !== 'object') throw new TypeError('singleflight: options must be an object');
+      const timeoutMs = options.timeoutMs === undefined ? 0 : checkInteger('timeoutMs', options.timeoutMs);
+      const { signal } = options;
+      if (signal !== undefined && !(signal instanceof AbortSignal)) {
+        throw new TypeError('singleflight: signal must be an AbortSignal');
+      }
+      if (signal && signal.aborted) {
+        reject(new SingleflightError(codes.CANCELLED, 'singleflight: aborted before the call', { cause: signal.reason }));
+        return;
+      }
+      let onAbort = null;
+      const onResult = (code, message, value, source, shared, degraded) => {
+        if (signal && onAbort) signal.removeEventListener('abort', onAbort);
+        this._release();
+        if (code === 'ok') {
+          resolve({ value, source, shared, degraded });
+        } else {
+          const cause = code === codes.CANCELLED && signal && signal.aborted ? signal.reason : undefined;
+          reject(new SingleflightError(code, message, { source, cause }));
+        }
+      };
+      const answer = this._native.do(key, this._producer(key, fn), timeoutMs, onResult);
+      if (typeof answer !== 'number') {
+        reject(new SingleflightError(answer.code, answer.message));
+        return;
+      }
+      this._retain();
+      if (signal) {
+        onAbort = () => this._native.cancel(answer);
+        signal.addEventListener('abort', onAbort, { once: true });
+      }
+    });
+  }
+
+  // fn's signature; concurrent calls whose key(...args) is equal share one
+  // execution fleet-wide. options.key is required: only the caller knows
+  // which arguments make two calls the same.
+  wrap(fn, options) {
+    if (typeof fn !== 'function') throw new TypeError('singleflight: wrap(fn, options): fn must be a function');
+    if (!options || typeof options.key !== 'function') {
+      throw new TypeError('singleflight: wrap(fn, { key: (...args) => string }) needs a key function');
+    }
+    const { key, timeoutMs } = options;
+    const group = this;
+    return function wrapped(...args) {
+      return group.do(key(...args), () => fn.apply(this, args), { timeoutMs });
+    };
+  }
+
+  // Drops the key in this process, in Redis and in every process's L1.
+  forget(key) {
+    if (typeof key !== 'string' && !isBytes(key)) throw new TypeError('singleflight: key must be a string or a Buffer');
+    this._native.forget(key);
+  }
+
+  stats() {
+    return this._native.stats();
+  }
+
+  // Pending calls reject with code "closed", running producers' signals
+  // abort, the locks this process holds are released; resolves when every
+  // handle of the group is closed. Idempotent.
+  close() {
+    if (!this._closing) {
+      // A producer that never settles must not keep the process alive once
+      // its group is closed (its late outcome would be ignored anyway).
+      // (Finished after the native close, which ignores their outcome, so that
+      // their callers are answered "closed".)
+      const running = [...this._productions];
+      for (const [controller] of running) {
+        controller.abort(new SingleflightError(codes.CLOSED, 'singleflight: the group was closed'));
+      }
+      this._retain();
+      this._closing = new Promise((resolve) => {
+        this._native.close(() => {
+          this._release();
+          resolve();
+        });
+      });
+      for (const [, finish] of running) finish('singleflight: the group was closed');
+    }
+    return this._closing;
+  }
+
+  // The native producer: runs fn once for this process's flight of `key`, and
+  // reports its outcome through settle (a message for a failure).
+  _producer(key, fn) {
+    return (_keyBytes, settle) => {
+      const controller = new AbortController();
+      this._retain();
+      const timer = setTimeout(() => {
+        controller.abort(new SingleflightError(codes.TIMEOUT, 'singleflight: the producer ran past producerTimeoutMs'));
+      }, this._producerTimeoutMs);
+      timer.unref();
+      let finished = false;
+      const finish = (message, value) => {
+        if (finished) return;
+        finished = true;
+        clearTimeout(timer);
+        this._productions.delete(controller);
+        this._release();
+        if (message === null && !(typeof value === 'string' || isBytes(value))) {
+          message = `producer returned ${describe(value)}; return a string or a Buffer`;
+        }
+        settle(message, value);
+      };
+      this._productions.set(controller, finish);
+      let out;
+      try {
+        out = fn({ key, signal: controller.signal });
+      } catch (error) {
+        finish(errorMessage(error));
+        return;
+      }
+      if (out !== null && typeof out === 'object' && typeof out.then === 'function') {
+        out.then((value) => finish(null, value), (error) => finish(errorMessage(error)));
+      } else {
+        finish(null, out);
+      }
+    };
+  }
+
+  _retain() {
+    if (this._outstanding++ === 0) this._keepAlive = setInterval(noop, 0x7fffffff);
+  }
+
+  _release() {
+    if (--this._outstanding === 0) {
+      clearInterval(this._keepAlive);
+      this._keepAlive = null;
+    }
+  }
+}
+
+module.exports = { Group, SingleflightError, codes, parseRedisUrl };
