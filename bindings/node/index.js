@@ -52,7 +52,7 @@ function describe(value) {
 }
 
 function isBytes(value) {
-  return Buffer.isBuffer(value) || value instanceof Uint8Array;
+  return value instanceof Uint8Array; // Buffers included
 }
 
 function checkInteger(name, value, max = MAX_U32) {
@@ -66,6 +66,10 @@ function checkInteger(name, value, max = MAX_U32) {
 // "host:port" -> the native connection fields. TLS (rediss://) and Sentinel
 // (redis+sentinel://) need the library's own transport, which is not there
 // yet: they are refused with a clear error rather than half-supported.
+function invalidUrl(message) {
+  return new SingleflightError(codes.INVALID_ARGUMENT, `singleflight: ${message}`);
+}
+
 function parseRedisUrl(text) {
   if (/^[^/:@]+:\d+$/.test(text) || /^\[[0-9a-fA-F:]+\]:\d+$/.test(text)) {
     const at = text.lastIndexOf(':');
@@ -75,36 +79,33 @@ function parseRedisUrl(text) {
   try {
     url = new URL(text);
   } catch {
-    throw new SingleflightError(codes.INVALID_ARGUMENT, `singleflight: not a Redis URL: ${text}`);
+    throw invalidUrl(`not a Redis URL: ${text}`);
   }
   const out = {};
   if (url.username) out.username = decodeURIComponent(url.username);
   if (url.password) out.password = decodeURIComponent(url.password);
   const db = (value) => {
     if (value === '' || value === null) return;
-    if (!/^\d+$/.test(value)) throw new SingleflightError(codes.INVALID_ARGUMENT, `singleflight: bad db "${value}" in ${text}`);
+    if (!/^\d+$/.test(value)) throw invalidUrl(`bad db "${value}" in ${text}`);
     out.db = Number(value);
   };
   switch (url.protocol) {
     case 'redis:':
-      if (!url.hostname) throw new SingleflightError(codes.INVALID_ARGUMENT, `singleflight: no host in ${text}`);
+      if (!url.hostname) throw invalidUrl(`no host in ${text}`);
       out.host = url.hostname.replace(/^\[|\]$/g, '');
       out.port = url.port ? Number(url.port) : 6379;
       db(url.pathname.replace(/^\//, ''));
       return out;
     case 'unix:':
-      if (!url.pathname || url.pathname === '/') throw new SingleflightError(codes.INVALID_ARGUMENT, `singleflight: no socket path in ${text}`);
+      if (!url.pathname || url.pathname === '/') throw invalidUrl(`no socket path in ${text}`);
       out.unixSocket = decodeURIComponent(url.pathname);
       db(url.searchParams.get('db'));
       return out;
     case 'rediss:':
     case 'redis+sentinel:':
-      throw new SingleflightError(
-        codes.INVALID_ARGUMENT,
-        `singleflight: ${url.protocol}// is not supported yet (TLS and Sentinel come with the library's own transport); use redis:// or unix://`,
-      );
+      throw invalidUrl(`${url.protocol}// is not supported yet (TLS and Sentinel come with the library's own transport); use redis:// or unix://`);
     default:
-      throw new SingleflightError(codes.INVALID_ARGUMENT, `singleflight: unknown Redis URL scheme ${url.protocol} in ${text}`);
+      throw invalidUrl(`unknown Redis URL scheme ${url.protocol} in ${text}`);
   }
 }
 

@@ -49,11 +49,8 @@ void ReportPendingException(Napi::Env env) {
   napi_fatal_exception(env, error.Value());
 }
 
+// A Buffer is a Uint8Array, so one TypedArray path serves both.
 std::string BytesOf(const Napi::Value& value) {
-  if (value.IsBuffer()) {
-    auto buffer = value.As<Napi::Buffer<char>>();
-    return std::string(buffer.Data(), buffer.Length());
-  }
   if (value.IsTypedArray()) {
     auto array = value.As<Napi::TypedArray>();
     auto bytes = array.ArrayBuffer();
@@ -64,7 +61,7 @@ std::string BytesOf(const Napi::Value& value) {
 }
 
 bool IsBytesLike(const Napi::Value& value) {
-  return value.IsBuffer() || value.IsTypedArray();
+  return value.IsTypedArray();
 }
 
 class Reader {

@@ -17,32 +17,20 @@ uint64_t GetBigEndian(std::string_view bytes, size_t at, int count) {
 
 }  // namespace
 
+// One msgpack header per width: str8/16/32 are d9/da/db, bin8/16/32 c4/c5/c6
+// (str also has fixstr, a0|n for n < 32).
 std::string EncodeTyped(ValueKind kind, std::string_view payload) {
-  std::string out;
+  const bool text = kind == ValueKind::kString;
+  const uint8_t first_tag = text ? 0xd9 : 0xc4;
   size_t n = payload.size();
+  std::string out;
   out.reserve(n + 5);
-  if (kind == ValueKind::kString) {
-    if (n < 32) {
-      out.push_back(static_cast<char>(0xa0 | n));
-    } else if (n <= 0xff) {
-      out.push_back(static_cast<char>(0xd9));
-      PutBigEndian(&out, n, 1);
-    } else if (n <= 0xffff) {
-      out.push_back(static_cast<char>(0xda));
-      PutBigEndian(&out, n, 2);
-    } else {
-      out.push_back(static_cast<char>(0xdb));
-      PutBigEndian(&out, n, 4);
-    }
-  } else if (n <= 0xff) {
-    out.push_back(static_cast<char>(0xc4));
-    PutBigEndian(&out, n, 1);
-  } else if (n <= 0xffff) {
-    out.push_back(static_cast<char>(0xc5));
-    PutBigEndian(&out, n, 2);
+  if (text && n < 32) {
+    out.push_back(static_cast<char>(0xa0 | n));
   } else {
-    out.push_back(static_cast<char>(0xc6));
-    PutBigEndian(&out, n, 4);
+    int width = n <= 0xff ? 0 : n <= 0xffff ? 1 : 2;  // 1, 2 or 4 length bytes
+    out.push_back(static_cast<char>(first_tag + width));
+    PutBigEndian(&out, n, 1 << width);
   }
   out.append(payload);
   return out;
