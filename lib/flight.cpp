@@ -326,9 +326,7 @@ void Flight::RunLocally(bool degraded) {
 // --- leading --------------------------------------------------------------------
 
 void Flight::Lead(bool takeover) {
-  StopListening();
-  group_.scheduler().Cancel(recheck_timer_);
-  group_.scheduler().Cancel(message_recheck_timer_);
+  StopFollowing();
   state_ = State::kLeading;
   Stats& stats = group_.mutable_stats();
   ++stats.leads;
@@ -439,6 +437,13 @@ void Flight::StopListening() {
   if (!listening_) return;
   listening_ = false;
   group_.link()->Unlisten(names_.channel, this);
+}
+
+// What a follower has running: its subscription and both re-check timers.
+void Flight::StopFollowing() {
+  StopListening();
+  group_.scheduler().Cancel(recheck_timer_);
+  group_.scheduler().Cancel(message_recheck_timer_);
 }
 
 void Flight::StopTimers() {

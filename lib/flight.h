@@ -116,6 +116,7 @@ class Flight final : public std::enable_shared_from_this<Flight>, public Channel
   void Complete(bool ok, const std::string& bytes, const std::string& error_code);
   void Finish(const Status& status, std::shared_ptr<const std::string> value, Source source,
               uint64_t l1_ttl_ms);
+  void StopFollowing();
   void StopListening();
   void StopTimers();
 
