@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Style and static checks, as CI runs them: clang-format (--dry-run --Werror)
-# over every C++ source, and clang-tidy (.clang-tidy, warnings as errors) over
-# the library. Uses the default preset's compile_commands.json.
+# over every C++ source (the Node addon's included), and clang-tidy
+# (.clang-tidy, warnings as errors) over the library. Uses the default
+# preset's compile_commands.json.
 #
 # Usage: scripts/lint.sh
 # Env:   SF_SKIP_DEPS=1 skips installing clang-format/clang-tidy.
@@ -15,7 +16,7 @@ if [[ "${SF_SKIP_DEPS:-0}" != 1 ]]; then
 fi
 
 echo "== lint: clang-format"
-find include lib test examples bench fuzz -type f \( -name '*.h' -o -name '*.cpp' \) -print0 |
+find include lib test examples bench fuzz bindings/node/src -type f \( -name '*.h' -o -name '*.cpp' -o -name '*.cc' \) -print0 |
   xargs -0 clang-format --dry-run --Werror
 
 echo "== lint: clang-tidy (lib/)"

@@ -6,7 +6,7 @@
 //   sf_worker --redis HOST:PORT [--callers C] [--keys K] [--work-ms W]
 //             [--lock-ttl-ms L] [--fallback-ms F] [--timeout-ms T]
 //             [--fail] [--crash] [--prefix P] [--rounds R] [--l1-ttl-ms T]
-//             [--duration-ms D] [--park]
+//             [--duration-ms D] [--park] [--report-checks]
 //
 // The producer INCRs "<prefix>exec:<key>" first, so executions are counted in
 // Redis even if this process is then SIGKILLed (--crash kills the process
@@ -31,6 +31,10 @@
 // order on one connection, so by then Redis has answered the completion.
 // The process does not close by itself: "quit" prints the stats line, closes
 // the group and exits (EOF on stdin does the same).
+//
+// With --report-checks it prints "checks <n>" whenever Stats::checks grows: a
+// follower has subscribed and re-checked once it reaches 2, so a test can
+// finish the leader knowing the wake-up will come by pub/sub.
 //
 // Output: "result <i> <key> <code> <source> <value-or-message>" per call,
 // then "stats leads=N takeovers=N pubsub=N fallback=N malformed=N ..." (every
@@ -67,6 +71,7 @@ struct Config {
   uint32_t l1_ttl_ms = 1000;
   uint32_t duration_ms = 0;  // 0: each caller calls once per round
   bool park = false;
+  bool report_checks = false;
 };
 
 Config Parse(int argc, char** argv) {
@@ -98,6 +103,8 @@ Config Parse(int argc, char** argv) {
       c.duration_ms = std::atoi(next().c_str());
     } else if (a == "--park") {
       c.park = true;
+    } else if (a == "--report-checks") {
+      c.report_checks = true;
     } else if (a == "--prefix") {
       c.prefix = next();
     } else if (a == "--fail") {
@@ -146,13 +153,15 @@ class Worker {
     if (line.rfind("finish ", 0) == 0) return FinishParked(line.substr(7));
   }
 
-  // Reports Forget broadcasts from other processes as they arrive; runs
-  // after each loop iteration's I/O, so no polling interval is involved.
+  // Reports Forget broadcasts from other processes as they arrive (and, with
+  // --report-checks, answered checks); runs after each loop iteration's I/O,
+  // so no polling interval is involved.
   void WatchInvalidations() {
     uv_check_init(loop_, &check_);
     check_.data = this;
     uv_check_start(&check_, [](uv_check_t* handle) {
       auto* self = static_cast<Worker*>(handle->data);
+      self->ReportChecks();
       uint64_t seen = self->group_->stats().invalidations;
       if (seen == self->invalidations_) return;
       self->invalidations_ = seen;
@@ -234,6 +243,13 @@ class Worker {
     }
     uv_close(reinterpret_cast<uv_handle_t*>(timer),
              [](uv_handle_t* h) { delete static_cast<Work*>(h->data); });
+  }
+
+  void ReportChecks() {
+    uint64_t checks = group_->stats().checks;
+    if (!config_.report_checks || checks == checks_) return;
+    checks_ = checks;
+    std::printf("checks %llu\n", static_cast<unsigned long long>(checks));
   }
 
   // --park: completes the oldest parked production, then fences (see the
@@ -324,6 +340,7 @@ class Worker {
   std::map<std::string, int> codes_;  // --duration-ms: calls per result code
   uv_check_t check_;
   uint64_t invalidations_ = 0;
+  uint64_t checks_ = 0;  // --report-checks: the last count printed
 };
 
 // Reads "go" lines from the test without blocking the loop, so the group
