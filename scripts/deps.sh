@@ -38,6 +38,16 @@ packages=(
   liblua5.1-0-dev
   valgrind
 )
+# The Node binding (bindings/node) needs node, npm and Node's headers. A node
+# that is already there is kept (it may be newer than Debian's 18, e.g. from
+# NodeSource, which bundles npm and its headers); only what it lacks is added.
+if ! command -v node >/dev/null 2>&1; then
+  packages+=(nodejs npm libnode-dev)
+else
+  command -v npm >/dev/null 2>&1 || packages+=(npm)
+  node_prefix="$(dirname "$(dirname "$(command -v node)")")"
+  [[ -f $node_prefix/include/node/node_api.h ]] || packages+=(libnode-dev)
+fi
 for flag in "$@"; do
   case "$flag" in
     --fuzz) packages+=(clang libclang-rt-14-dev) ;;

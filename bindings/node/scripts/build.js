@@ -1,7 +1,11 @@
 // Builds the addon with node-gyp against the headers of the Node that runs
 // this script (--nodedir: its own prefix), so nothing is downloaded.
 //
-//   node scripts/build.js [--debug]
+//   node scripts/build.js [--debug] [--incremental]
+//
+// --incremental (what the CMake build uses) reuses an earlier configure and
+// lets make rebuild only what changed; without it, node-gyp rebuilds from
+// scratch.
 //
 // Node's headers come with its package: /usr/include/node from Debian's
 // libnode-dev (Node 18) or from NodeSource's nodejs (Node 20+).
@@ -18,7 +22,28 @@ if (!fs.existsSync(header)) {
   process.exit(2);
 }
 const gyp = require.resolve('node-gyp/bin/node-gyp.js', { paths: [root] });
-const args = [gyp, 'rebuild', `--nodedir=${nodedir}`, '--jobs=2'];
-if (process.argv.includes('--debug')) args.push('--debug');
-const run = spawnSync(process.execPath, args, { cwd: root, stdio: 'inherit' });
-process.exit(run.status === null ? 1 : run.status);
+const debug = process.argv.includes('--debug') ? ['--debug'] : [];
+
+// The configure step lists ../../lib/*.cpp (binding.gyp); a file added or
+// removed there since means configuring again.
+function configuredFor() {
+  const makefile = path.join(root, 'build', 'Makefile');
+  const list = path.join(root, 'build', 'lib-sources.txt');
+  const now = spawnSync(process.execPath, [path.join(__dirname, 'lib-sources.js')], { encoding: 'utf8' }).stdout;
+  const same = fs.existsSync(makefile) && fs.existsSync(list) && fs.readFileSync(list, 'utf8') === now;
+  return { same, save: () => fs.writeFileSync(list, now) };
+}
+
+function nodeGyp(...args) {
+  const run = spawnSync(process.execPath, [gyp, ...args, `--nodedir=${nodedir}`, '--jobs=2', '--loglevel=warn', ...debug], { cwd: root, stdio: 'inherit' });
+  if (run.status !== 0) process.exit(run.status === null ? 1 : run.status);
+}
+
+const sources = configuredFor();
+if (process.argv.includes('--incremental')) {
+  if (!sources.same) nodeGyp('configure');
+  nodeGyp('build');
+} else {
+  nodeGyp('rebuild');
+}
+sources.save();
