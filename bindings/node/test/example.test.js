@@ -13,6 +13,9 @@ const readline = require('node:readline');
 const { startRedis, redisServerMissing } = require('./support/redis');
 
 const skip = redisServerMissing() || false;
+// The only bound on a hang (a service that never listens or never exits);
+// nothing else in this file waits on the clock.
+const timeout = 120000;
 const FETCH_JS = path.join(__dirname, '..', 'examples', 'fetch.js');
 
 // The upstream: /slow/* is held until release(), so every client request is
@@ -110,7 +113,7 @@ test.before(async () => {
   await upstream.start();
   service = await startService(['--listen', '127.0.0.1:0', '--workers', '4', '--redis-url', redis.url,
                                 '--prefix', `sfnode-example-${process.pid}:`]);
-});
+}, { timeout });
 test.after(async () => {
   if (service && service.child.exitCode === null && service.child.signalCode === null) {
     service.child.kill('SIGKILL');
@@ -118,14 +121,14 @@ test.after(async () => {
   }
   if (upstream) upstream.close();
   if (redis) await redis.stop();
-});
+}, { timeout });
 
-test('fetch.js prints one listening line for its 4 workers', { skip }, () => {
+test('fetch.js prints one listening line for its 4 workers', { skip, timeout }, () => {
   assert.equal(service.workers, 4);
   assert.ok(service.port > 0);
 });
 
-test('20 concurrent GETs for one URL over 4 workers: one upstream fetch, one body', { skip }, async () => {
+test('20 concurrent GETs for one URL over 4 workers: one upstream fetch, one body', { skip, timeout }, async () => {
   const url = `${upstream.base}/slow/one`;
   const calls = Array.from({ length: 20 }, () => get(service.port, fetchPath(url)));
   await Promise.all([upstream.firstHit(), ...calls.map((c) => c.sent)]);
@@ -145,7 +148,7 @@ test('20 concurrent GETs for one URL over 4 workers: one upstream fetch, one bod
   assert.ok(sources.some((s) => ['pubsub', 'redis', 'fallback'].includes(s)), sources.join());
 });
 
-test('a missing, malformed or non-http url and an unparsable request get 400', { skip }, async () => {
+test('a missing, malformed or non-http url and an unparsable request get 400', { skip, timeout }, async () => {
   for (const target of ['/fetch', '/fetch?nourl=1', '/fetch?url=', '/fetch?url=%zz', fetchPath('not a url'),
                         fetchPath('file:///etc/passwd')]) {
     const { status, body } = await get(service.port, target).response;
@@ -157,13 +160,13 @@ test('a missing, malformed or non-http url and an unparsable request get 400', {
   assert.equal((await get(service.port, '/nowhere').response).status, 404);
 });
 
-test('an upstream that fails is a 502 with its reason', { skip }, async () => {
+test('an upstream that fails is a 502 with its reason', { skip, timeout }, async () => {
   const { status, body } = await get(service.port, fetchPath(`${upstream.base}/fail/one`)).response;
   assert.equal(status, 502, body);
   assert.match(JSON.parse(body).error, /^producer_error: upstream answered 500/);
 });
 
-test('a caller whose wait passes --timeout-ms gets 504; SIGTERM then aborts the fetch', { skip }, async () => {
+test('a caller whose wait passes --timeout-ms gets 504; SIGTERM then aborts the fetch', { skip, timeout }, async () => {
   const slow = await startService(['--listen', '127.0.0.1:0', '--workers', '1', '--timeout-ms', '100',
                                    '--redis-url', redis.url, '--prefix', `sfnode-example-${process.pid}-t:`]);
   try {
@@ -179,7 +182,7 @@ test('a caller whose wait passes --timeout-ms gets 504; SIGTERM then aborts the 
   }
 });
 
-test('SIGTERM stops every worker and the primary exits 0', { skip }, async () => {
+test('SIGTERM stops every worker and the primary exits 0', { skip, timeout }, async () => {
   service.child.kill('SIGTERM');
   const [code, signal] = await service.exited;
   assert.deepEqual([code, signal], [0, null]);
