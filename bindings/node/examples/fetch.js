@@ -184,7 +184,7 @@ async function fetchUpstream(url, signal) {
   return body;
 }
 
-async function handleFetch(req, res, group, config, url) {
+async function handleFetch(res, group, config, url) {
   // A client that hangs up stops only its own wait; the flight goes on.
   const gone = new AbortController();
   res.once('close', () => gone.abort());
@@ -223,7 +223,7 @@ function route(req, res, group, config) {
       const url = queryParam(target.search, 'url');
       if (!url) return answer(res, 400, errorJson('missing or malformed url parameter'));
       if (!isHttpUrl(url)) return answer(res, 400, errorJson('url must be an absolute http or https URL'));
-      return handleFetch(req, res, group, config, url);
+      return handleFetch(res, group, config, url);
     }
     case '/stats':
       return answer(res, 200, `${JSON.stringify({ pid: process.pid, ...group.stats() })}\n`);
