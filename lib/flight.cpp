@@ -357,7 +357,10 @@ void Flight::OnProducerTimeout() {
   producer_timer_ = {};
   if (state_ != State::kLeading || slot_->used) return;
   ++group_.mutable_stats().producer_timeouts;
-  slot_->used = true;  // a late done is ignored
+  std::function<void()> on_abandon = slot_->Abandon();  // a late done is ignored
+  auto self = shared_from_this();                       // the callback may re-enter the group
+  if (on_abandon) on_abandon();  // the producer hears first, then its callers
+  if (finished()) return;        // it closed the group
   std::string message = "producer did not call done within " +
                         std::to_string(group_.options().producer_timeout_ms) + " ms";
   if (distributed()) Complete(false, message, "timeout");
@@ -410,7 +413,11 @@ void Flight::Complete(bool ok, const std::string& bytes, const std::string& erro
 
 void Flight::Abort(const Status& why) {
   if (finished()) return;
+  std::function<void()> on_abandon;
+  if (slot_ && !slot_->used) on_abandon = slot_->Abandon();
   if (slot_) slot_->used = true;
+  auto self = shared_from_this();  // the callback may re-enter the group
+  if (on_abandon) on_abandon();    // the producer hears first, then its callers
   Finish(why, nullptr, Source::kNone, 0);
 }
 

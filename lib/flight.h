@@ -24,8 +24,10 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "key_naming.h"
@@ -59,7 +61,17 @@ inline void EraseResolved(std::vector<std::shared_ptr<Waiter>>& waiters) {
 // flight safely: a done after the flight finished finds no flight.
 struct ProductionSlot {
   std::weak_ptr<Flight> flight;
-  bool used = false;
+  bool used = false;                 // reported, timed out or aborted: later Done calls are refused
+  bool abandoned = false;            // given up before it reported (timeout, Close)
+  std::function<void()> on_abandon;  // Done::OnAbandon; run once, when abandoned is set
+
+  // Marks the production given up; returns the callback for the flight to run
+  // before it answers its callers (it may call back into the group).
+  std::function<void()> Abandon() {
+    used = true;
+    abandoned = true;
+    return std::exchange(on_abandon, nullptr);
+  }
 };
 
 class Flight final : public std::enable_shared_from_this<Flight>, public ChannelListener {

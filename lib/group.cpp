@@ -305,6 +305,12 @@ bool Done::Fail(std::string message) const {
   return flight && flight->OnProduced(false, std::move(message));
 }
 
+void Done::OnAbandon(std::function<void()> on_abandon) const {
+  if (!slot_ || !on_abandon) return;
+  if (slot_->abandoned) return on_abandon();
+  if (!slot_->used) slot_->on_abandon = std::move(on_abandon);
+}
+
 bool Call::Cancel() {
   auto waiter = waiter_.lock();
   if (!waiter || waiter->resolved) return false;

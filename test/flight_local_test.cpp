@@ -208,6 +208,52 @@ TEST_F(FlightLocalTest, ProducerThatNeverCallsDoneTimesOutAndFreesTheKey) {
   EXPECT_EQ(results_.back().value(), "v");
 }
 
+TEST_F(FlightLocalTest, OnAbandonRunsOnceWhenTheProducerTimesOut) {
+  Options options;
+  options.producer_timeout_ms = 500;
+  TearDown();
+  Make(options);
+  int abandoned = 0;
+  size_t answered_before = 99;
+  (void)DoKey("k", [&](const ProducerContext&, Done done) {
+    done.OnAbandon([&] {
+      ++abandoned;
+      answered_before = results_.size();
+    });
+    parked_.push_back(std::move(done));
+  });
+  clock().Advance(499);
+  EXPECT_EQ(abandoned, 0);
+  clock().Advance(1);
+  EXPECT_EQ(abandoned, 1);
+  EXPECT_EQ(answered_before, 0u);  // the producer hears before its callers
+  clock().RunPending();
+  ASSERT_EQ(results_.size(), 1u);
+  EXPECT_EQ(results_[0].status.code(), Code::kTimeout);
+  EXPECT_FALSE(parked_[0]("too late"));
+  int late = 0;
+  parked_[0].OnAbandon([&] { ++late; });  // already given up: runs at once
+  EXPECT_EQ(late, 1);
+  EXPECT_EQ(abandoned, 1);
+}
+
+TEST_F(FlightLocalTest, OnAbandonRunsWhenTheGroupClosesAndNeverAfterDone) {
+  int abandoned_a = 0;
+  int abandoned_b = 0;
+  (void)DoKey("a", [&](const ProducerContext&, Done done) {
+    done.OnAbandon([&] { ++abandoned_a; });
+    parked_.push_back(std::move(done));
+  });
+  (void)DoKey("b", [&](const ProducerContext&, Done done) {
+    done.OnAbandon([&] { ++abandoned_b; });
+    done("v");
+  });
+  clock().RunPending();
+  Shutdown();
+  EXPECT_EQ(abandoned_a, 1);
+  EXPECT_EQ(abandoned_b, 0);
+}
+
 TEST_F(FlightLocalTest, ValueOverTheLimitIsTooLarge) {
   Options options;
   options.max_value_bytes = 4;

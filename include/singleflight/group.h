@@ -43,15 +43,23 @@ struct ProducerContext {
 
 // The producer's one way to report its outcome. Copyable; every copy refers to
 // the same production. The first call wins; later calls, calls after the
-// production timed out and calls after Close are ignored (counted in
-// Stats::done_ignored) and return false. Call it on the loop's thread, from
-// inside the producer or any time later.
+// production timed out and calls after Close are ignored and return false
+// (the timeout itself is counted, in Stats::producer_timeouts). Call it on
+// the loop's thread, from inside the producer or any time later.
 class Done {
  public:
   // Success: `value` becomes the shared result.
   bool operator()(std::string value) const;
   // Failure: every caller of the flight gets kProducerError with `message`.
   bool Fail(std::string message) const;
+  // Registers a callback run once, on the loop, when the production is given
+  // up before it reported: it ran past producer_timeout_ms (its callers then
+  // get kTimeout) or the group closed (kClosed). It runs before those callers
+  // are answered; never once the producer has reported, never inside a Done
+  // call; right away if the production was already given up. For producers
+  // that can stop their work (the Node binding aborts ctx.signal with it).
+  // One callback per production: a later one replaces it.
+  void OnAbandon(std::function<void()> on_abandon) const;
 
   explicit Done(std::shared_ptr<internal::ProductionSlot> slot) : slot_(std::move(slot)) {}
 
