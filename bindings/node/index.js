@@ -187,7 +187,6 @@ class Group {
   constructor(options) {
     const flat = nativeOptions(options);
     this._native = new NativeGroup(flat);
-    this._producerTimeoutMs = flat.producerTimeoutMs ?? 60000;
     this._outstanding = 0; // calls waiting + producers running
     this._keepAlive = null; // a ref'd timer while _outstanding > 0
     this._productions = new Map(); // running producers: AbortController -> finish
@@ -298,35 +297,49 @@ class Group {
     return (_keyBytes, settle) => {
       const controller = new AbortController();
       this._retain();
-      const timer = setTimeout(() => {
-        controller.abort(new SingleflightError(codes.TIMEOUT, 'singleflight: the producer ran past producerTimeoutMs'));
-      }, this._producerTimeoutMs);
-      timer.unref();
+      // The production stops keeping the process alive when it settles or
+      // when the library gives it up (producerTimeoutMs, close): a producer
+      // that never settles must not hold the process forever. A late outcome
+      // still reaches the library, which ignores it.
+      let released = false;
+      const release = () => {
+        if (released) return;
+        released = true;
+        this._productions.delete(controller);
+        this._release();
+      };
       let finished = false;
       const finish = (message, value) => {
         if (finished) return;
         finished = true;
-        clearTimeout(timer);
-        this._productions.delete(controller);
-        this._release();
+        release();
         if (message === null && !(typeof value === 'string' || isBytes(value))) {
           message = `producer returned ${describe(value)}; return a string or a Buffer`;
         }
         settle(message, value);
       };
       this._productions.set(controller, finish);
+      // Returned to the addon: run if the library gives the production up
+      // (Done::OnAbandon), before its callers are answered.
+      const abandoned = () => {
+        if (!controller.signal.aborted) {
+          controller.abort(new SingleflightError(codes.TIMEOUT, 'singleflight: the producer ran past producerTimeoutMs'));
+        }
+        release();
+      };
       let out;
       try {
         out = fn({ key, signal: controller.signal });
       } catch (error) {
         finish(errorMessage(error));
-        return;
+        return abandoned;
       }
       if (out !== null && typeof out === 'object' && typeof out.then === 'function') {
         out.then((value) => finish(null, value), (error) => finish(errorMessage(error)));
       } else {
         finish(null, out);
       }
+      return abandoned;
     };
   }
 

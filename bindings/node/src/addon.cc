@@ -9,6 +9,8 @@
 //   do(key, producer, timeoutMs, onResult)   -> call id (number) | {code, message}
 //       producer(key, settle): called when this process leads; settle(null,
 //       value) or settle(message) reports the outcome (returns false if ignored).
+//       It may return a function: run once if the library gives the
+//       production up before it settled (producer timeout, close).
 //       onResult(code, message, value, source, shared, degraded): exactly once.
 //   cancel(id) -> bool        forget(key)        stats() -> object
 //   close(callback)           callback() once every call has been answered
@@ -200,7 +202,9 @@ class NativeGroup : public Napi::ObjectWrap<NativeGroup> {
     // ended: the loop is still running, so the group can close by itself.
     if (cleanup_hook_ != nullptr) napi_remove_async_cleanup_hook(cleanup_hook_);
     cleanup_hook_ = nullptr;
+    env_ending_ = true;  // a finalizer may not call JS: abandon handlers are skipped
     group_.reset();
+    abandon_handlers_->clear();
   }
 
  private:
@@ -249,10 +253,15 @@ class NativeGroup : public Napi::ObjectWrap<NativeGroup> {
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
     bool raw = raw_;
+    uint64_t production = next_production_++;
+    auto settled = std::make_shared<bool>(false);
     Napi::Function settle = Napi::Function::New(
         env,
-        [done, raw](const Napi::CallbackInfo& info) -> Napi::Value {
+        [done, raw, settled, handlers = abandon_handlers_,
+         production](const Napi::CallbackInfo& info) -> Napi::Value {
           Napi::Env env = info.Env();
+          *settled = true;
+          handlers->erase(production);  // settled: no abandon to report
           if (info[0].IsString()) {
             return Napi::Boolean::New(env, done.Fail(info[0].As<Napi::String>().Utf8Value()));
           }
@@ -268,8 +277,31 @@ class NativeGroup : public Napi::ObjectWrap<NativeGroup> {
         },
         "settle");
     Napi::Buffer<char> key_bytes = Napi::Buffer<char>::Copy(env, key.data(), key.size());
-    producer.MakeCallback(env.Global(), {key_bytes, settle}, context_);
+    Napi::Value on_abandon = producer.MakeCallback(env.Global(), {key_bytes, settle}, context_);
     ReportPendingException(env);
+    if (!*settled && !on_abandon.IsEmpty() && on_abandon.IsFunction()) {
+      WatchAbandon(done, production, on_abandon.As<Napi::Function>());
+    }
+  }
+
+  // The JS function runs if the library gives the production up. It is kept
+  // in this group's table, by production, rather than in the Done's callback
+  // or in settle: the table frees it on the JS thread (when the production
+  // settles or is given up, or with the group), while the callbacks, which
+  // may outlive the group, hold only its number.
+  void WatchAbandon(const Done& done, uint64_t production, Napi::Function on_abandon) {
+    abandon_handlers_->emplace(production, Napi::Persistent(on_abandon));
+    done.OnAbandon([this, production] {
+      auto found = abandon_handlers_->find(production);
+      if (found == abandon_handlers_->end()) return;
+      Napi::FunctionReference handler = std::move(found->second);
+      abandon_handlers_->erase(found);
+      if (env_ending_) return;  // no JS may run any more
+      Napi::Env env = Env();
+      Napi::HandleScope scope(env);
+      handler.MakeCallback(env.Global(), {}, context_);
+      ReportPendingException(env);
+    });
   }
 
   void Deliver(uint64_t id, const Result& result) {
@@ -377,6 +409,12 @@ class NativeGroup : public Napi::ObjectWrap<NativeGroup> {
   Napi::AsyncContext context_;
   std::unique_ptr<Group> group_;
   bool raw_ = false;
+  // Producers' abandon handlers by production (WatchAbandon). An entry goes
+  // when its production settles (settle, which shares the table, erases it)
+  // or is given up (timeout, close), so a closed group's table is empty.
+  std::shared_ptr<std::unordered_map<uint64_t, Napi::FunctionReference>> abandon_handlers_ =
+      std::make_shared<std::unordered_map<uint64_t, Napi::FunctionReference>>();
+  uint64_t next_production_ = 0;
   bool env_ending_ = false;
   napi_async_cleanup_hook_handle cleanup_hook_ = nullptr;
   uint64_t next_id_ = 1;

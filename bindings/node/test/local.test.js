@@ -180,3 +180,16 @@ test('an exception thrown in user code after a result surfaces as Node surfaces 
   assert.equal(run.status, 7, run.stderr);
   assert.match(run.stdout, /caught:from user code/);
 });
+
+test('a producer that never settles: ctx.signal aborts and its callers get timeout', async () => {
+  const group = new Group({ producerTimeoutMs: 20 });
+  let reason = null;
+  const producer = ({ signal }) => new Promise(() => {
+    signal.addEventListener('abort', () => { reason = signal.reason; });
+  });
+  await assert.rejects(group.do('k', producer, { timeoutMs: 600000 }), { code: 'timeout' });
+  assert.ok(reason instanceof SingleflightError);
+  assert.equal(reason.code, 'timeout');
+  assert.equal(group.stats().producerTimeouts, 1);
+  await group.close();
+});
