@@ -107,10 +107,21 @@ git -C "$work/clone" archive HEAD | tar -x -C "$src"
 commit="$(git -C "$repo" rev-parse --short HEAD)"
 echo "fresh_check: commit $commit copied to /root/singleflight in the root"
 
-# Inside: a login-like environment of its own, nothing inherited.
+# The one thing of the host's network besides the resolver: when the host
+# reaches the npm registry through a TLS-intercepting egress (its CA bundle in
+# NODE_EXTRA_CA_CERTS), npm in the root needs that CA too. A real fresh
+# machine on an open network has no such CA and needs nothing.
+extra_ca=()
+if [[ -n "${NODE_EXTRA_CA_CERTS:-}" && -f "$NODE_EXTRA_CA_CERTS" ]]; then
+  cp "$NODE_EXTRA_CA_CERTS" "$root/root/host-egress-ca.crt"
+  extra_ca=(NODE_EXTRA_CA_CERTS=/root/host-egress-ca.crt)
+  echo "fresh_check: npm in the root trusts the host's NODE_EXTRA_CA_CERTS (the host's egress)"
+fi
+
+# Inside: a login-like environment of its own, nothing else inherited.
 # shellcheck disable=SC2317  # called through step
 in_root() {
-  chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
+  chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 "${extra_ca[@]}" \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     /bin/bash -c "cd /root/singleflight && $1"
 }
