@@ -8,6 +8,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
+
+#include "singleflight/status.h"
 
 namespace singleflight {
 
@@ -50,6 +53,17 @@ enum class DegradedMode {
 };
 
 struct Options {
+  // Sets `redis`'s address, credentials and db from a Redis URL, the
+  // convention of redis-py, ioredis and node-redis (README "Redis URLs"):
+  //   redis://[[user]:password@]host[:port][/db]   (port 6379; [v6] hosts)
+  //   unix://[[user]:password@]/path[?db=N]
+  //   host:port
+  // User and password are percent-decoded. The other fields of `redis` (the
+  // timeouts) are left as they are. rediss:// (TLS) and redis+sentinel://
+  // are refused until the library's own transport exists. On error: an
+  // kInvalidArgument saying what is wrong, and *out is unchanged.
+  static Status FromUrl(std::string_view url, Options* out);
+
   RedisOptions redis;
   DegradedMode when_redis_down = DegradedMode::kLocalOnly;
 
