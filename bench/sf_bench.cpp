@@ -3,7 +3,8 @@
 // prints one JSON line that says how many times the producer ran, how long
 // the callers waited, and how many commands Redis processed.
 //
-//   sf_bench --redis HOST:PORT [-P N] [-C N] [-W MS] [--keys K]
+//   sf_bench --redis HOST:PORT | --redis-url URL (else $SINGLEFLIGHT_REDIS) [-P N] [-C N] [-W MS]
+//   [--keys K]
 //            [--lock-ttl-ms MS] [--result-ttl-ms MS] [--fallback-ms MS]
 //            [--call-timeout-ms MS] [--fail once|always] [--crash] [--slow]
 //            [--late-ms MS] [--value-bytes N] [--scenario NAME] [--out FILE]
@@ -32,13 +33,13 @@
 #include <string>
 #include <vector>
 
+#include "common/redis_target.h"
 #include "singleflight/group.h"
 
 namespace {
 
 struct Config {
-  std::string host;
-  int port = 0;
+  examples::RedisTarget redis;
   int procs = 4;
   int callers = 10;
   uint32_t work_ms = 50;
@@ -60,7 +61,8 @@ struct Config {
 
 [[noreturn]] void Usage(const std::string& error) {
   std::fprintf(stderr,
-               "sf_bench: %s\nusage: sf_bench --redis HOST:PORT [-P N] [-C N] [-W MS] [--keys K]\n"
+               "sf_bench: %s\nusage: sf_bench --redis HOST:PORT | --redis-url URL [-P N] [-C N] "
+               "[-W MS] [--keys K]\n"
                "  [--lock-ttl-ms MS] [--result-ttl-ms MS] [--fallback-ms MS]\n"
                "  [--call-timeout-ms MS] [--fail once|always] [--crash] [--slow]\n"
                "  [--late-ms MS] [--value-bytes N] [--scenario NAME] [--out FILE]\n",
@@ -76,10 +78,8 @@ long ParseNumber(const std::string& flag, const std::string& text, long min) {
 }
 
 void ParseRedis(const std::string& text, Config* c) {
-  size_t colon = text.rfind(':');
-  if (colon == std::string::npos || colon == 0) Usage("--redis wants HOST:PORT");
-  c->host = text.substr(0, colon);
-  c->port = static_cast<int>(ParseNumber("--redis", text.substr(colon + 1), 1));
+  std::string error;
+  if (!examples::ParseRedisTarget(text, &c->redis, &error)) Usage(error);
 }
 
 Config Parse(int argc, char** argv) {
@@ -91,7 +91,7 @@ Config Parse(int argc, char** argv) {
       return argv[++i];
     };
     auto number = [&](long min) { return ParseNumber(flag, value(), min); };
-    if (flag == "--redis") {
+    if (flag == "--redis" || flag == "--redis-url") {
       ParseRedis(value(), &c);
     } else if (flag == "-P" || flag == "--procs") {
       c.procs = static_cast<int>(number(1));
@@ -132,7 +132,9 @@ Config Parse(int argc, char** argv) {
       Usage("unknown flag " + flag);
     }
   }
-  if (c.host.empty()) Usage("--redis is required");
+  std::string error;
+  if (!examples::RedisTargetFromEnv(&c.redis, &error)) Usage(error);
+  if (!c.redis.enabled()) Usage("--redis, --redis-url or SINGLEFLIGHT_REDIS is required");
   // --slow: the work outlives the lock, so only the watchdog keeps it one execution.
   if (c.slow) c.work_ms = c.lock_ttl_ms * 3 / 2;
   return c;
@@ -165,15 +167,19 @@ class Worker {
  public:
   Worker(uv_loop_t* loop, Config config) : loop_(loop), config_(std::move(config)) {
     singleflight::Options options;
-    options.redis.host = config_.host;
-    options.redis.port = config_.port;
+    options.redis = config_.redis.options;
     options.key_prefix = config_.prefix;
     options.lock_ttl_ms = config_.lock_ttl_ms;
     options.result_ttl_ms = config_.result_ttl_ms;
     options.fallback_interval_ms = config_.fallback_ms;
     options.max_value_bytes = std::max<size_t>(options.max_value_bytes, config_.value_bytes);
     group_ = std::make_unique<singleflight::Group>(loop, options);
-    counter_ = redisConnect(config_.host.c_str(), config_.port);
+    std::string error;
+    counter_ = examples::ConnectBlocking(config_.redis, timeval{2, 0}, &error);
+    if (counter_ == nullptr) {
+      std::fprintf(stderr, "sf_bench: worker: %s\n", error.c_str());
+      std::exit(1);
+    }
     callers_ = config_.worker == "late" ? 1 : config_.callers;
     uv_timer_init(loop, &start_timer_);
     uv_timer_init(loop, &guard_timer_);
@@ -480,8 +486,8 @@ bool Driver::Spawn(const std::string& role, int callers) {
   size_t size = sizeof exe;
   if (uv_exepath(exe, &size) != 0) return false;
   std::vector<std::string> args = {exe,
-                                   "--redis",
-                                   config_.host + ":" + std::to_string(config_.port),
+                                   "--redis-url",
+                                   config_.redis.url,
                                    "-C",
                                    std::to_string(config_.callers),
                                    "-W",
@@ -650,9 +656,10 @@ void Driver::OnTimer(uv_timer_t* timer) {
 }
 
 int Driver::Run() {
-  redis_ = redisConnect(config_.host.c_str(), config_.port);
-  if (redis_ == nullptr || redis_->err != 0) {
-    std::fprintf(stderr, "sf_bench: cannot connect to %s:%d\n", config_.host.c_str(), config_.port);
+  std::string error;
+  redis_ = examples::ConnectBlocking(config_.redis, timeval{2, 0}, &error);
+  if (redis_ == nullptr) {
+    std::fprintf(stderr, "sf_bench: %s\n", error.c_str());
     return 1;
   }
   uv_timer_start(&timer_, OnTimer, 15000, 0);

@@ -21,7 +21,7 @@ function loadAddon() {
     throw error;
   }
 }
-const { NativeGroup } = loadAddon();
+const { NativeGroup, parseRedisUrl: nativeParseRedisUrl } = loadAddon();
 
 // The C++ status codes (include/singleflight/status.h), by name.
 const codes = Object.freeze({
@@ -62,51 +62,16 @@ function checkInteger(name, value, max = MAX_U32) {
   return value;
 }
 
-// "redis://[user[:password]@]host[:port][/db]", "unix:///path[?db=N]" or
-// "host:port" -> the native connection fields. TLS (rediss://) and Sentinel
-// (redis+sentinel://) need the library's own transport, which is not there
-// yet: they are refused with a clear error rather than half-supported.
-function invalidUrl(message) {
-  return new SingleflightError(codes.INVALID_ARGUMENT, `singleflight: ${message}`);
-}
-
+// A Redis URL -> the native connection fields, read by the library's own
+// Options::FromUrl (C++ and Node accept exactly the same URLs):
+// "redis://[[user]:password@]host[:port][/db]", "unix:///path[?db=N]",
+// "host:port". rediss:// and redis+sentinel:// are refused with a clear
+// error until the library's own transport exists.
 function parseRedisUrl(text) {
-  if (/^[^/:@]+:\d+$/.test(text) || /^\[[0-9a-fA-F:]+\]:\d+$/.test(text)) {
-    const at = text.lastIndexOf(':');
-    return { host: text.slice(0, at).replace(/^\[|\]$/g, ''), port: Number(text.slice(at + 1)) };
-  }
-  let url;
-  try {
-    url = new URL(text);
-  } catch {
-    throw invalidUrl(`not a Redis URL: ${text}`);
-  }
-  const out = {};
-  if (url.username) out.username = decodeURIComponent(url.username);
-  if (url.password) out.password = decodeURIComponent(url.password);
-  const db = (value) => {
-    if (value === '' || value === null) return;
-    if (!/^\d+$/.test(value)) throw invalidUrl(`bad db "${value}" in ${text}`);
-    out.db = Number(value);
-  };
-  switch (url.protocol) {
-    case 'redis:':
-      if (!url.hostname) throw invalidUrl(`no host in ${text}`);
-      out.host = url.hostname.replace(/^\[|\]$/g, '');
-      out.port = url.port ? Number(url.port) : 6379;
-      db(url.pathname.replace(/^\//, ''));
-      return out;
-    case 'unix:':
-      if (!url.pathname || url.pathname === '/') throw invalidUrl(`no socket path in ${text}`);
-      out.unixSocket = decodeURIComponent(url.pathname);
-      db(url.searchParams.get('db'));
-      return out;
-    case 'rediss:':
-    case 'redis+sentinel:':
-      throw invalidUrl(`${url.protocol}// is not supported yet (TLS and Sentinel come with the library's own transport); use redis:// or unix://`);
-    default:
-      throw invalidUrl(`unknown Redis URL scheme ${url.protocol} in ${text}`);
-  }
+  if (typeof text !== 'string') throw new TypeError('singleflight: a Redis URL must be a string');
+  const parsed = nativeParseRedisUrl(text);
+  if (typeof parsed === 'string') throw new SingleflightError(codes.INVALID_ARGUMENT, `singleflight: ${parsed}`);
+  return parsed;
 }
 
 const REDIS_FIELDS = ['host', 'port', 'unixSocket', 'username', 'password', 'db', 'connectTimeoutMs', 'commandTimeoutMs', 'reconnectMinMs', 'reconnectMaxMs'];

@@ -1,7 +1,7 @@
 // echo_server: a line protocol over TCP in front of a deliberately slow
 // backend, with singleflight::Group between them.
 //
-//   echo_server [--listen HOST:PORT=127.0.0.1:7000] [--redis HOST:PORT]
+//   echo_server [--listen HOST:PORT=127.0.0.1:7000] [--redis HOST:PORT | --redis-url URL]
 //               [--delay-ms 200] [--max-line 1024] [--prefix sf:echo:] [--reuseport]
 //
 // Each request line is a key. The reply line is "<value> <source>", where
@@ -24,6 +24,7 @@
 #include <unordered_map>
 
 #include "common/net.h"
+#include "common/redis_target.h"
 #include "singleflight/group.h"
 
 namespace {
@@ -36,8 +37,7 @@ using singleflight::Result;
 struct Config {
   std::string host = "127.0.0.1";
   int port = 7000;
-  std::string redis_host;
-  int redis_port = 0;
+  examples::RedisTarget redis;  // none: local-only
   uint32_t delay_ms = 200;
   size_t max_line = 1024;
   std::string prefix = "sf:echo:";
@@ -82,10 +82,7 @@ class Server {
     singleflight::Options options;
     options.key_prefix = config_.prefix;
     options.max_key_bytes = config_.max_line;
-    if (!config_.redis_host.empty()) {
-      options.redis.host = config_.redis_host;
-      options.redis.port = config_.redis_port;
-    }
+    if (config_.redis.enabled()) options.redis = config_.redis.options;
     group_ = std::make_unique<Group>(loop, options);
   }
 
@@ -304,7 +301,7 @@ class Server {
   std::unordered_map<uint64_t, Connection*> connections_;  // open, not yet closing
 };
 
-bool Parse(int argc, char** argv, Config* c) {
+bool Parse(int argc, char** argv, Config* c, std::string* error) {
   for (int i = 1; i < argc; ++i) {
     std::string flag = argv[i];
     if (flag == "--reuseport") {
@@ -316,8 +313,8 @@ bool Parse(int argc, char** argv, Config* c) {
     long n = 0;
     if (flag == "--listen") {
       if (!examples::ParseHostPort(value, &c->host, &c->port, true)) return false;
-    } else if (flag == "--redis") {
-      if (!examples::ParseHostPort(value, &c->redis_host, &c->redis_port)) return false;
+    } else if (flag == "--redis" || flag == "--redis-url") {
+      if (!examples::ParseRedisTarget(value, &c->redis, error)) return false;
     } else if (flag == "--delay-ms" && examples::ParseInt(value, 0, 600000, &n)) {
       c->delay_ms = static_cast<uint32_t>(n);
     } else if (flag == "--max-line" && examples::ParseInt(value, 1, 1 << 20, &n)) {
@@ -335,9 +332,12 @@ bool Parse(int argc, char** argv, Config* c) {
 
 int main(int argc, char** argv) {
   Config config;
-  if (!Parse(argc, argv, &config)) {
+  std::string error;
+  if (!Parse(argc, argv, &config, &error)) {
+    if (!error.empty()) std::fprintf(stderr, "echo_server: %s\n", error.c_str());
     std::fprintf(stderr,
-                 "usage: echo_server [--listen HOST:PORT=127.0.0.1:7000] [--redis HOST:PORT]\n"
+                 "usage: echo_server [--listen HOST:PORT=127.0.0.1:7000]\n"
+                 "                   [--redis HOST:PORT | --redis-url URL]\n"
                  "                   [--delay-ms 200] [--max-line 1024] [--prefix sf:echo:]\n"
                  "                   [--reuseport]\n");
     return 2;

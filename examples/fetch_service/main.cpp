@@ -2,7 +2,7 @@
 // singleflight::Group, so concurrent requests for one URL, on any worker of
 // any instance sharing the Redis server, cause one upstream fetch.
 //
-//   fetch_service [--listen HOST:PORT=127.0.0.1:8080] [--redis HOST:PORT]
+//   fetch_service [--listen HOST:PORT=127.0.0.1:8080] [--redis HOST:PORT | --redis-url URL]
 //                 [--workers N=1] [--upstream-ms 200] [--result-ttl-ms 10000]
 //                 [--lock-ttl-ms 10000] [--prefix sf:fetch:] [--keep-going]
 //
@@ -54,8 +54,12 @@ bool Parse(int argc, char** argv, Flags* f) {
     fetch::ServiceConfig& s = f->service;
     if (flag == "--listen") {
       if (!examples::ParseHostPort(value, &s.host, &s.port, true)) return false;
-    } else if (flag == "--redis") {
-      if (!examples::ParseHostPort(value, &s.redis_host, &s.redis_port)) return false;
+    } else if (flag == "--redis" || flag == "--redis-url") {
+      std::string error;
+      if (!examples::ParseRedisTarget(value, &s.redis, &error)) {
+        std::fprintf(stderr, "fetch_service: %s\n", error.c_str());
+        return false;
+      }
     } else if (flag == "--workers" && examples::ParseInt(value, 1, 64, &n)) {
       f->workers = static_cast<int>(n);
     } else if (flag == "--upstream-ms" && examples::ParseInt(value, 0, 600000, &n)) {
@@ -164,9 +168,9 @@ class Supervisor {
                                      std::to_string(flags_.service.lock_ttl_ms),
                                      "--prefix",
                                      flags_.service.prefix};
-    if (!flags_.service.redis_host.empty()) {
-      args.push_back("--redis");
-      args.push_back(flags_.service.redis_host + ":" + std::to_string(flags_.service.redis_port));
+    if (flags_.service.redis.enabled()) {
+      args.push_back("--redis-url");
+      args.push_back(flags_.service.redis.url);
     }
     int rc =
         examples::SpawnPiped(loop_, &w->process, exe_, std::move(args), nullptr, &w->out, OnExit);
@@ -273,7 +277,8 @@ int main(int argc, char** argv) {
   Flags flags;
   if (!Parse(argc, argv, &flags)) {
     std::fprintf(stderr,
-                 "usage: fetch_service [--listen HOST:PORT=127.0.0.1:8080] [--redis HOST:PORT]\n"
+                 "usage: fetch_service [--listen HOST:PORT=127.0.0.1:8080]\n"
+                 "                     [--redis HOST:PORT | --redis-url URL]\n"
                  "                     [--workers N=1] [--upstream-ms 200]\n"
                  "                     [--result-ttl-ms 10000] [--lock-ttl-ms 10000]\n"
                  "                     [--prefix sf:fetch:] [--keep-going]\n");

@@ -91,14 +91,19 @@ FetchServer::FetchServer(uv_loop_t* loop, ServiceConfig config)
   options.result_ttl_ms = config_.result_ttl_ms;
   options.lock_ttl_ms = config_.lock_ttl_ms;
   options.max_key_bytes = kMaxUrlBytes;
-  if (!config_.redis_host.empty()) {
-    options.redis.host = config_.redis_host;
-    options.redis.port = config_.redis_port;
+  if (config_.redis.enabled()) {
+    options.redis = config_.redis.options;
     // Blocking, with a timeout: used once per upstream fetch (not per
-    // request) to count fetches fleet-wide, see CountUpstreamFetch.
+    // request) to count fetches fleet-wide, see CountUpstreamFetch. Without
+    // it fetches are not counted (the service still works).
     timeval timeout{1, 0};
-    counter_ = redisConnectWithTimeout(config_.redis_host.c_str(), config_.redis_port, timeout);
-    if (counter_ && !counter_->err) redisSetTimeout(counter_, timeout);
+    std::string error;
+    counter_ = examples::ConnectBlocking(config_.redis, timeout, &error);
+    if (counter_) {
+      redisSetTimeout(counter_, timeout);
+    } else {
+      std::fprintf(stderr, "fetch_service: fetch counter off: %s\n", error.c_str());
+    }
   }
   group_ = std::make_unique<singleflight::Group>(loop, options);
   http_parser_settings_init(&settings_);

@@ -18,6 +18,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "common/redis_target.h"
 #include "singleflight/group.h"
 
 struct redisContext;
@@ -28,8 +29,7 @@ struct ServiceConfig {
   std::string host = "127.0.0.1";
   int port = 8080;
   bool reuseport = false;
-  std::string redis_host;
-  int redis_port = 0;
+  examples::RedisTarget redis;  // none: local-only
   std::string prefix = "sf:fetch:";
   uint32_t upstream_ms = 200;  // how long the simulated upstream takes
   uint32_t result_ttl_ms = 10000;

@@ -17,11 +17,12 @@
 #include <cstdint>
 #include <string>
 
+#include "common/redis_target.h"
+
 namespace sfdemo {
 
 struct Config {
-  std::string host = "127.0.0.1";
-  int port = 6379;
+  examples::RedisTarget redis;  // required
   int workers = 4;
   int callers = 25;
   int keys = 3;

@@ -11,7 +11,8 @@ namespace {
 
 void Usage() {
   std::fprintf(stderr,
-               "usage: sf_demo --redis HOST:PORT [--workers N=4] [--callers C=25] [--keys K=3]\n"
+               "usage: sf_demo --redis HOST:PORT | --redis-url URL (else $SINGLEFLIGHT_REDIS)\n"
+               "               [--workers N=4] [--callers C=25] [--keys K=3]\n"
                "               [--work-ms W=200] [--result-ttl-ms 1000] [--lock-ttl-ms 1000]\n"
                "               [--prefix P=sfdemo:<pid>:]\n");
 }
@@ -25,20 +26,10 @@ bool ParsePositive(const std::string& text, long max, long* out) {
   return true;
 }
 
-bool ParseHostPort(const std::string& text, Config* config) {
-  size_t colon = text.rfind(':');
-  long port = 0;
-  if (colon == std::string::npos || colon == 0) return false;
-  if (!ParsePositive(text.substr(colon + 1), 65535, &port)) return false;
-  config->host = text.substr(0, colon);
-  config->port = static_cast<int>(port);
-  return true;
-}
-
 }  // namespace
 
 bool ParseArgs(int argc, char** argv, Config* config) {
-  bool have_redis = false;
+  std::string error;
   for (int i = 1; i < argc; ++i) {
     std::string flag = argv[i];
     if (flag == "--worker") {
@@ -52,8 +43,11 @@ bool ParseArgs(int argc, char** argv, Config* config) {
     std::string value = argv[++i];
     long n = 0;
     bool ok = true;
-    if (flag == "--redis") {
-      ok = have_redis = ParseHostPort(value, config);
+    if (flag == "--redis" || flag == "--redis-url") {
+      if (!examples::ParseRedisTarget(value, &config->redis, &error)) {
+        std::fprintf(stderr, "sf_demo: %s\n", error.c_str());
+        return false;
+      }
     } else if (flag == "--prefix") {
       config->prefix = value;
     } else if (flag == "--workers" && (ok = ParsePositive(value, 64, &n))) {
@@ -81,8 +75,13 @@ bool ParseArgs(int argc, char** argv, Config* config) {
       return false;
     }
   }
-  if (!have_redis) {
-    std::fprintf(stderr, "sf_demo: --redis HOST:PORT is required\n");
+  if (!examples::RedisTargetFromEnv(&config->redis, &error)) {
+    std::fprintf(stderr, "sf_demo: %s\n", error.c_str());
+    return false;
+  }
+  if (!config->redis.enabled()) {
+    std::fprintf(stderr,
+                 "sf_demo: --redis HOST:PORT, --redis-url URL or SINGLEFLIGHT_REDIS is required\n");
     return false;
   }
   if (config->prefix.empty()) config->prefix = "sfdemo:" + std::to_string(getpid()) + ":";

@@ -88,8 +88,8 @@ class Burst {
             "--index",
             std::to_string(index + 1),
             "--worker",
-            "--redis",
-            config_.host + ":" + std::to_string(config_.port),
+            "--redis-url",
+            config_.redis.url,
             "--callers",
             std::to_string(config_.callers),
             "--keys",
@@ -419,10 +419,11 @@ bool RunBurst(const Config& config, const std::string& exe, redisContext* redis,
 int RunParent(const Config& config) {
   std::string exe = SelfPath();
   timeval timeout{2, 0};
-  redisContext* redis = redisConnectWithTimeout(config.host.c_str(), config.port, timeout);
-  if (exe.empty() || !redis || redis->err) {
-    std::printf("sf_demo: FAILED: cannot reach redis at %s:%d\n", config.host.c_str(), config.port);
-    if (redis) redisFree(redis);
+  std::string error = "cannot find this program's path";
+  redisContext* redis =
+      exe.empty() ? nullptr : examples::ConnectBlocking(config.redis, timeout, &error);
+  if (!redis) {
+    std::printf("sf_demo: FAILED: %s\n", error.c_str());
     return 1;
   }
   redisSetTimeout(redis, timeout);

@@ -33,8 +33,7 @@ class Worker {
  public:
   explicit Worker(uv_loop_t* loop, const Config& config) : loop_(loop), config_(config) {
     singleflight::Options options;
-    options.redis.host = config.host;
-    options.redis.port = config.port;
+    options.redis = config.redis.options;
     options.key_prefix = config.prefix;
     options.lock_ttl_ms = config.lock_ttl_ms;
     options.result_ttl_ms = config.result_ttl_ms;
@@ -45,9 +44,10 @@ class Worker {
   bool Init() {
     // A blocking connection for the execution counter, see Produce.
     timeval timeout{2, 0};
-    counter_ = redisConnectWithTimeout(config_.host.c_str(), config_.port, timeout);
-    if (!counter_ || counter_->err) {
-      Fail(std::string("counter connection: ") + (counter_ ? counter_->errstr : "out of memory"));
+    std::string error;
+    counter_ = examples::ConnectBlocking(config_.redis, timeout, &error);
+    if (!counter_) {
+      Fail("counter connection: " + error);
       return false;
     }
     redisSetTimeout(counter_, timeout);

@@ -421,8 +421,34 @@ class NativeGroup : public Napi::ObjectWrap<NativeGroup> {
   std::unordered_map<uint64_t, PendingCall> calls_;  // accepted, not yet answered
 };
 
+// parseRedisUrl(text) -> the RedisOptions fields the URL sets (camelCased,
+// only those it sets), or a string: why the URL was refused. The library's
+// own Options::FromUrl, so that C++ and Node read a URL the same way.
+Napi::Value ParseRedisUrl(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString()) {
+    Napi::TypeError::New(env, "parseRedisUrl(url: string)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Options options;
+  Status status = Options::FromUrl(info[0].As<Napi::String>().Utf8Value(), &options);
+  if (!status.ok()) return Napi::String::New(env, status.message());
+  const RedisOptions& r = options.redis;
+  Napi::Object out = Napi::Object::New(env);
+  if (!r.host.empty()) {
+    out.Set("host", r.host);
+    out.Set("port", r.port);
+  }
+  if (!r.unix_socket.empty()) out.Set("unixSocket", r.unix_socket);
+  if (!r.username.empty()) out.Set("username", r.username);
+  if (!r.password.empty()) out.Set("password", r.password);
+  if (r.db != 0) out.Set("db", r.db);
+  return out;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeGroup", NativeGroup::Define(env));
+  exports.Set("parseRedisUrl", Napi::Function::New(env, ParseRedisUrl, "parseRedisUrl"));
   return exports;
 }
 
