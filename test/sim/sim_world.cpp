@@ -19,6 +19,7 @@
 #include "group_impl.h"
 #include "key_naming.h"
 #include "lua_scripts.h"
+#include "redis_errors.h"
 #include "redis_link.h"
 #include "scheduler.h"
 #include "sim/sim_redis.h"
@@ -104,6 +105,7 @@ struct PendingCommand {
   uint64_t id = 0;
   ScriptId script{};
   std::vector<std::string> keys;
+  std::string token;  // a GetOrLock's: names the flight whose retry backoff it drives
   RedisLink::ReplyCallback callback;
 };
 
@@ -147,6 +149,13 @@ struct Node {
   std::vector<Interval> troubles;
   std::vector<Interval> pauses;
   uint64_t cmd_down_since = kNever;
+  // What may keep a follower of this process from hearing of a stored result
+  // (the wake-up invariant): either link down, a latency spike on either
+  // connection (sent .. arrived, which FIFO order also imposes on what
+  // follows it), and per key the backoff after a BUSY answer to a check.
+  std::vector<Interval> wake_troubles;
+  std::vector<std::pair<int, Interval>> retry_waits;
+  uint64_t sub_down_since = kNever;
 };
 
 class SimScheduler final : public internal::Scheduler {
@@ -198,6 +207,7 @@ struct Params {
   uint64_t run_ms = 1500;
   uint64_t tick_max_ms = 30;
   bool calm = false;  // no faults at all
+  bool hot = false;   // one hot key whose producers mostly fail
   // Fault rates per workload tick, in per mille.
   uint64_t drop_cmd = 0, drop_sub = 0, stall = 0, pause = 0, crash = 0, close = 0, restart = 0,
            outage = 0;
@@ -217,6 +227,7 @@ struct CallRec {
   bool accepted = false;
   int callbacks = 0;
   uint64_t answered_at = 0;
+  std::string outcome;  // the first callback's status, for details
   Call handle;
 };
 
@@ -225,6 +236,14 @@ struct ExecRec {
   int node = 0;
   uint64_t at = 0;
   bool leased = false;
+  uint64_t done_at = kNever;  // when the producer called done (or Fail)
+};
+
+// A result SET by a Complete script: the moment its followers must wake.
+struct Store {
+  int key = 0;
+  int node = 0;  // the holder's process
+  uint64_t at = 0;
 };
 
 struct Acquisition {
@@ -239,6 +258,23 @@ constexpr uint32_t kLockTtlMs = 300;
 constexpr uint32_t kCommandTimeoutMs = 50;
 constexpr uint32_t kProducerTimeoutMs = 1000;
 constexpr uint64_t kDeliveryEpsilonMs = 1;
+// A message's usual one-way latency is 1..kMaxLatencyMs; a longer one is a
+// spike, a fault.
+constexpr uint64_t kMaxLatencyMs = 6;
+// lib/flight.cpp's kMessageRecheckSpacingMs (docs/protocol.md, "Timing
+// parameters"): after a message it cannot trust, a follower re-checks at
+// once, or when the spacing since its previous such re-check ends.
+constexpr uint64_t kMessageRecheckSpacingMs = 100;
+// wake-up: the longest a follower may take, without a fault, to answer its
+// callers once its key's result is stored. The slowest path: the holder's
+// message reaches it (kMaxLatencyMs) but names a holder it has not seen yet,
+// inside the spacing of an earlier re-check, so its re-check waits out the
+// spacing (kMessageRecheckSpacingMs) and then takes a round trip
+// (2 * kMaxLatencyMs). A trusted message answers within kMaxLatencyMs, a
+// subscription confirmed only after the publish re-checks within two round
+// trips. +1 ms as for deadlines: 119 ms.
+constexpr uint64_t kWakeUpMs =
+    kMaxLatencyMs + kMessageRecheckSpacingMs + 2 * kMaxLatencyMs + kDeliveryEpsilonMs;
 // A lock lapses only if its holder failed to renew (or to settle a possibly
 // held token) through the last half of its TTL: a fault on the holder or the
 // server must touch that window, else the lock was forgotten.
@@ -286,7 +322,7 @@ class World {
   void Mix(uint64_t v) { fingerprint_ = (fingerprint_ ^ v) * 1099511628211ull; }
 
   // Network and server.
-  uint64_t Latency();
+  uint64_t Latency(Node& n);
   void SendToServer(Node& n, Conn& c, uint64_t epoch, std::function<void()> at_server);
   void ServerArrive(std::function<void()> work, Node* n, Conn* c, uint64_t epoch);
   void DrainBacklog();
@@ -327,6 +363,9 @@ class World {
   void OnRemove(const std::string& key, const std::string& value, SimRedis::Removal how,
                 uint64_t expire_at);
   bool Excused(int node_id, Interval window) const;
+  void OnCheckReply(Node& n, const PendingCommand& command, const Reply& reply);
+  const char* WakeUpExcuse(const Node& n, int key, Interval window) const;
+  void CheckWakeUps();
   void CheckFollowerHasCaller(Node& n, const std::string& channel);
   uint64_t AllowedAnswerTime(const CallRec& call) const;
   void CheckEnd();
@@ -372,6 +411,8 @@ class World {
   std::vector<std::string> latest_token_;              // per key
   std::vector<int> lapses_, released_empty_, unleased_, exec_count_, acq_count_;
   std::unordered_map<std::string, std::string> token_alias_;
+  std::vector<Store> stores_;
+  std::unordered_map<std::string, int> busy_streak_;  // token -> BUSY answers in a row
 
   std::vector<Violation> violations_;
   std::map<std::string, size_t> violation_counts_;
@@ -458,6 +499,35 @@ World::World(uint64_t seed, bool trace)
   p_.slow = rng_.Range(0, 300);
   p_.cancel = rng_.Range(0, 120);
   p_.fail_fast = rng_.PerMille(250);
+  // Half the seeds run with the default fallback_interval_ms, 0: followers
+  // wake by message, re-subscription and lock lapse alone. The other half cap
+  // the wait between re-checks at 100 ms. That cap wakes a follower that
+  // missed its wake-up within about the wake-up invariant's bound (119 ms),
+  // so there a missed wake-up goes unseen, as b1be273's did.
+  uint32_t fallback_interval_ms = rng_.PerMille(500) ? 0 : 100;
+  // About one seed in ten is a hot key (faults_test's
+  // HotFailingKeyAcrossProcesses): one key, a call every 1-3 ms from 4 or 5
+  // processes, producers that nearly all fail at once, no faults, the default
+  // fallback_interval_ms (0). Its flights end every few milliseconds, so a
+  // follower keeps meeting holders it has not seen yet, and the first success
+  // may be one of them: the race of b1be273, which about 3 hot seeds in 100
+  // hit on the code before that fix. The first success comes within a few
+  // hundred milliseconds, and the key only hits after it: the run is short.
+  p_.hot = rng_.PerMille(100);
+  if (p_.hot) {
+    p_ = Params{};
+    p_.hot = true;
+    p_.calm = true;
+    p_.procs = static_cast<int>(rng_.Range(4, 5));
+    p_.keys = 1;
+    p_.run_ms = rng_.Range(200, 400);
+    p_.tick_max_ms = rng_.Range(1, 3);
+    p_.fail = rng_.Range(800, 950);
+    p_.sync = rng_.Range(900, 1000);
+    p_.cancel = rng_.Range(0, 120);
+    p_.fail_fast = rng_.PerMille(250);
+    fallback_interval_ms = 0;
+  }
 
   options_.redis.host = "sim";
   options_.redis.command_timeout_ms = kCommandTimeoutMs;
@@ -470,7 +540,7 @@ World::World(uint64_t seed, bool trace)
   options_.result_ttl_ms = 100000000;
   options_.l1_ttl_ms = static_cast<uint32_t>(rng_.Range(10, 200));
   if (rng_.PerMille(200)) options_.l1_max_entries = 0;
-  options_.fallback_interval_ms = 100;
+  options_.fallback_interval_ms = fallback_interval_ms;
   options_.producer_timeout_ms = kProducerTimeoutMs;
   options_.default_wait_timeout_ms = 1000;
 
@@ -499,7 +569,7 @@ World::World(uint64_t seed, bool trace)
     if (found == sub_clients_.end()) return;
     Node& n = *found->second;
     uint64_t epoch = n.sub.epoch;
-    uint64_t at = std::max(now_ + Latency(), n.sub.s2c_last);
+    uint64_t at = std::max(now_ + Latency(n), n.sub.s2c_last);
     n.sub.s2c_last = at;
     Push(at, &n, [this, &n, epoch, channel, payload] { OnSubMessage(n, epoch, channel, payload); });
   };
@@ -621,16 +691,22 @@ void World::Fail(const std::string& invariant, std::string detail) {
 
 // --- network and server ---------------------------------------------------------------
 
-uint64_t World::Latency() {
-  if (!healed_ && rng_.PerMille(p_.spike)) return rng_.Range(30, 120);
-  return rng_.Range(1, 6);
+// A spike on one of n's connections is a fault on n for the wake-up
+// invariant, from the sending to the arrival.
+uint64_t World::Latency(Node& n) {
+  if (!healed_ && rng_.PerMille(p_.spike)) {
+    uint64_t ms = rng_.Range(30, 120);
+    n.wake_troubles.push_back({now_, now_ + ms});
+    return ms;
+  }
+  return rng_.Range(1, kMaxLatencyMs);
 }
 
 // Bytes written now on `c` reach the server in order, after a latency; if the
 // socket is gone by then (the epoch changed) they never arrive.
 void World::SendToServer(Node& n, Conn& c, uint64_t epoch, std::function<void()> at_server) {
   if (!c.alive) return;  // written into a dead socket
-  uint64_t at = std::max(now_ + Latency(), c.c2s_last);
+  uint64_t at = std::max(now_ + Latency(n), c.c2s_last);
   c.c2s_last = at;
   Conn* conn = &c;
   Push(at, nullptr, [this, &n, conn, epoch, at_server = std::move(at_server)]() mutable {
@@ -698,7 +774,8 @@ void World::LinkRunScript(Node& n, ScriptId script, std::vector<std::string> key
     }
     SIM_LOG(&n, "send #", id, " ", internal::ScriptName(script), " ", KeyOf(keys), tok);
   }
-  n.pending.push_back(PendingCommand{id, script, keys, std::move(callback)});
+  std::string token = script == ScriptId::kGetOrLock && !args.empty() ? args[0] : std::string();
+  n.pending.push_back(PendingCommand{id, script, keys, std::move(token), std::move(callback)});
   SendToServer(n, n.cmd, epoch,
                [this, &n, id, epoch, script, keys = std::move(keys), args = std::move(args)] {
                  Execute(n, id, epoch, script, keys, args);
@@ -735,7 +812,7 @@ void World::Execute(Node& n, uint64_t command_id, uint64_t epoch, ScriptId scrip
     SIM_LOG(&n, "server: reply #", command_id, " lost with its connection");
     return;
   }
-  uint64_t at = std::max(now_ + Latency(), n.cmd.s2c_last);
+  uint64_t at = std::max(now_ + Latency(n), n.cmd.s2c_last);
   n.cmd.s2c_last = at;
   Push(at, &n, [this, &n, command_id, epoch, reply = std::move(reply)]() mutable {
     DeliverReply(n, command_id, epoch, std::move(reply));
@@ -753,7 +830,24 @@ void World::DeliverReply(Node& n, uint64_t command_id, uint64_t epoch, Reply rep
   n.pending.pop_front();
   SIM_LOG(&n, "reply #", command_id, " ", internal::ScriptName(command.script), " ",
           KeyOf(command.keys), " = ", tracing_ ? Describe(reply) : std::string());
+  if (command.script == ScriptId::kGetOrLock) OnCheckReply(n, command, reply);
   command.callback(Status::Ok(), reply);
+}
+
+// A follower answered BUSY waits RetryDelayMs(attempt) before it checks
+// again, the attempt counting the BUSY answers in a row to its flight's
+// checks (Flight::retries_; one flight, one lease, one token). That wait is
+// a fault on the process for the wake-up invariant, for that key only.
+void World::OnCheckReply(Node& n, const PendingCommand& command, const Reply& reply) {
+  internal::ReplyClass reply_class = internal::Classify(Status::Ok(), reply);
+  if (reply_class == internal::ReplyClass::kOk) {
+    busy_streak_.erase(command.token);
+    return;
+  }
+  if (reply_class != internal::ReplyClass::kRetryable) return;  // fatal: the callers hear it
+  int k = FlightOf(command.keys);
+  int attempt = busy_streak_[command.token]++;
+  if (k >= 0) n.retry_waits.push_back({k, {now_, now_ + internal::RetryDelayMs(attempt)}});
 }
 
 void World::CommandTimeout(Node& n, uint64_t command_id, uint64_t epoch) {
@@ -807,7 +901,10 @@ void World::CmdConnect(Node& n) {
   n.cmd.alive = true;
   n.cmd.up = true;
   n.settled = true;
-  if (n.cmd_down_since != kNever) n.troubles.push_back({n.cmd_down_since, now_});
+  if (n.cmd_down_since != kNever) {
+    n.troubles.push_back({n.cmd_down_since, now_});
+    n.wake_troubles.push_back({n.cmd_down_since, now_});
+  }
   n.cmd_down_since = kNever;
   n.cmd.ever_up = true;
   SIM_LOG(&n, "command link up");
@@ -820,6 +917,7 @@ void World::SubLost(Node& n, const char* why) {
   if (!n.sub.alive) return;
   n.sub.alive = false;
   ++n.sub.epoch;
+  if (n.sub_down_since == kNever) n.sub_down_since = now_;
   redis_.DropClient(n.sub.client);
   sub_clients_.erase(n.sub.client);
   SIM_LOG(&n, "subscriber connection lost (", why, ")");
@@ -829,6 +927,7 @@ void World::SubNoticeDown(Node& n) {
   if (!n.sub.up) return;
   n.sub.up = false;
   ++n.sub.epoch;
+  if (n.sub_down_since == kNever) n.sub_down_since = now_;
   for (auto it = n.channels.begin(); it != n.channels.end();) {
     Channel& ch = it->second;
     ch.in_flight = 0;
@@ -850,6 +949,8 @@ void World::SubConnect(Node& n) {
   ++n.sub.epoch;
   n.sub.alive = true;
   n.sub.up = true;
+  if (n.sub_down_since != kNever) n.wake_troubles.push_back({n.sub_down_since, now_});
+  n.sub_down_since = kNever;
   n.sub.client = ++next_client_;
   sub_clients_[n.sub.client] = &n;
   SIM_LOG(&n, "subscriber link up");
@@ -876,7 +977,7 @@ void World::SendSubscription(Node& n, const std::string& channel, bool subscribe
     } else {
       redis_.Unsubscribe(client, channel);
     }
-    uint64_t at = std::max(now_ + Latency(), n.sub.s2c_last);
+    uint64_t at = std::max(now_ + Latency(n), n.sub.s2c_last);
     n.sub.s2c_last = at;
     Push(at, &n, [this, &n, epoch, channel] { OnSubConfirm(n, epoch, channel); });
   });
@@ -1017,6 +1118,7 @@ void World::OnSet(const std::string& key, const std::string& value, bool nx) {
                             " stored as an undecodable envelope: " + decoded.message());
     return;
   }
+  stores_.push_back(Store{k, executing_ ? executing_->id : -1, now_});
   auto writer = token_acq_.find(e.token);
   auto newest = token_acq_.find(latest_token_[k]);
   if (writer == token_acq_.end() || e.token != latest_token_[k]) {
@@ -1276,6 +1378,7 @@ Producer World::MakeProducer(Node& n, int key) {
     bool fail = roll < p_.fail;
     if (rng_.PerMille(p_.sync)) {
       SIM_LOG(&n, "producer ", value, fail ? " fails" : " returns", " synchronously");
+      execs_[exec].done_at = now_;
       if (fail) {
         done.Fail("boom " + value);
       } else {
@@ -1283,7 +1386,8 @@ Producer World::MakeProducer(Node& n, int key) {
       }
       return;
     }
-    Push(now_ + duration, &n, [this, &n, done, value, fail] {
+    Push(now_ + duration, &n, [this, &n, done, value, fail, exec] {
+      execs_[exec].done_at = now_;
       bool taken = fail ? done.Fail("boom " + value) : done(value);
       SIM_LOG(&n, "producer ", value, fail ? " Fail()" : " done()", taken ? "" : " (ignored)");
     });
@@ -1308,6 +1412,7 @@ void World::OnCallback(int call_id, const Result& r) {
   }
   if (call.callbacks == 1) {
     call.answered_at = now_;
+    call.outcome = r.status.ToString().substr(0, 60);
     if (!exempt && now_ > AllowedAnswerTime(call)) {
       Fail("deadline",
            "c" + std::to_string(call_id) + " (" + key_names_[call.key] + ", p" +
@@ -1433,6 +1538,69 @@ void World::Reap() {
 
 // --- the end ---------------------------------------------------------------------------
 
+// What excuses a caller of `key` in n for not being answered within `window`
+// (a result stored at window.from): null if nothing does. Only what can
+// delay a follower of n counts — a fault on the holder no longer matters
+// once its result is stored; error replies other than BUSY end the flight.
+const char* World::WakeUpExcuse(const Node& n, int key, Interval window) const {
+  auto overlaps = [&](const Interval& i) { return i.from <= window.to && i.to >= window.from; };
+  if (n.ever_crashed) return "crashed";  // exempt, as for the other invariants
+  if (n.close_called && n.close_called_at <= window.to) return "closed";
+  // A leader's callers wait for its producer, however long that takes. A
+  // lease lost meanwhile (a pause, an outage: its lapse had an excuse) lets
+  // another process complete first.
+  for (const auto& e : execs_) {
+    if (e.node != n.id || e.key != key || e.at > window.to) continue;
+    if (std::min(e.done_at, e.at + kProducerTimeoutMs) >= window.from) return "leading";
+  }
+  for (const auto& i : server_troubles_) {
+    if (overlaps(i)) return "server stall or outage";
+  }
+  for (const auto& i : n.pauses) {
+    if (overlaps(i)) return "paused";
+  }
+  if (std::min(n.cmd_down_since, n.sub_down_since) <= window.to) return "link down";
+  for (const auto& i : n.wake_troubles) {
+    if (overlaps(i)) return "link down or latency spike";
+  }
+  for (const auto& w : n.retry_waits) {
+    if (w.first == key && overlaps(w.second)) return "BUSY backoff";
+  }
+  return nullptr;
+}
+
+// wake-up: once a key's result is stored, every caller of it in another
+// process that was already waiting, and whose deadline is more than
+// kWakeUpMs away, is answered within kWakeUpMs — unless a fault on its
+// process or the server overlaps that window (WakeUpExcuse). The deadline
+// check alone accepts a follower that sleeps through its wake-up until its
+// caller times out, or until the lock's lapse re-check (b1be273).
+void World::CheckWakeUps() {
+  for (const Store& store : stores_) {
+    Interval window{store.at, store.at + kWakeUpMs};
+    for (const CallRec& call : calls_) {
+      if (call.key != store.key || !call.accepted || call.node->id == store.node) continue;
+      if (call.issued > store.at) continue;
+      bool answered = call.callbacks > 0;
+      if (answered && call.answered_at <= window.to) continue;  // before T counts too
+      if (call.deadline <= window.to) continue;                 // its deadline may answer it first
+      if (WakeUpExcuse(*call.node, call.key, window) != nullptr) continue;
+      std::string who = "p" + std::to_string(call.node->id);
+      std::string answer =
+          answered ? "at t=" + std::to_string(call.answered_at) + " (" + call.outcome + ")"
+                   : std::string("never");
+      Fail("wake-up",
+           "c" + std::to_string(call.id) + " (" + key_names_[call.key] + ", " + who +
+               ", issued t=" + std::to_string(call.issued) +
+               ", deadline t=" + std::to_string(call.deadline) + ") waited while p" +
+               std::to_string(store.node) + " stored the result at t=" + std::to_string(store.at) +
+               ", and was answered " + answer + ", not by t=" + std::to_string(window.to) +
+               ", with no fault on " + who + " or the server in [" + std::to_string(window.from) +
+               ", " + std::to_string(window.to) + "]");
+    }
+  }
+}
+
 void World::CheckEnd() {
   // Locks still in the store.
   for (const auto& entry : redis_.Snapshot()) {
@@ -1472,6 +1640,7 @@ void World::CheckEnd() {
                         std::to_string(node->close_called_at) + ") never finished");
     }
   }
+  CheckWakeUps();
   if (redis_.unsupported() > 0) {
     Fail("sim",
          "the scripts used something the shim does not support: " + redis_.last_unsupported());
@@ -1503,13 +1672,15 @@ SeedResult World::Run() {
   out.trace = std::move(trace_);
   std::ostringstream setup;
   setup << "procs=" << p_.procs << " keys=" << p_.keys << " run_ms=" << p_.run_ms
-        << (p_.calm ? " calm" : "") << " drop_cmd=" << p_.drop_cmd << " drop_sub=" << p_.drop_sub
-        << " stall=" << p_.stall << " pause=" << p_.pause << " crash=" << p_.crash
-        << " close=" << p_.close << " restart=" << p_.restart << " outage=" << p_.outage
-        << " busy=" << p_.busy << " oom=" << p_.oom << " spike=" << p_.spike << " fail=" << p_.fail
-        << " never=" << p_.never << " sync=" << p_.sync << " slow=" << p_.slow
-        << " cancel=" << p_.cancel << (p_.fail_fast ? " fail_fast" : " local_only")
-        << " l1_ttl=" << options_.l1_ttl_ms << (options_.l1_max_entries == 0 ? " (l1 off)" : "");
+        << (p_.calm ? " calm" : "") << (p_.hot ? " hot" : "") << " drop_cmd=" << p_.drop_cmd
+        << " drop_sub=" << p_.drop_sub << " stall=" << p_.stall << " pause=" << p_.pause
+        << " crash=" << p_.crash << " close=" << p_.close << " restart=" << p_.restart
+        << " outage=" << p_.outage << " busy=" << p_.busy << " oom=" << p_.oom
+        << " spike=" << p_.spike << " fail=" << p_.fail << " never=" << p_.never
+        << " sync=" << p_.sync << " slow=" << p_.slow << " cancel=" << p_.cancel
+        << (p_.fail_fast ? " fail_fast" : " local_only")
+        << " fallback=" << options_.fallback_interval_ms << " l1_ttl=" << options_.l1_ttl_ms
+        << (options_.l1_max_entries == 0 ? " (l1 off)" : "");
   out.setup = setup.str();
   out.fingerprint = fingerprint_;
   out.events = events_;
