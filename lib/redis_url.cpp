@@ -137,13 +137,18 @@ Status ParseQuery(std::string_view query, std::string_view url, RedisOptions* r)
   return Status::Ok();
 }
 
+// Splits "...?query" into the part before the '?' (left in *rest) and the
+// query, returned ("" when there is none).
+std::string_view TakeQuery(std::string_view* rest) {
+  size_t question = rest->find('?');
+  if (question == std::string_view::npos) return {};
+  std::string_view query = rest->substr(question + 1);
+  *rest = rest->substr(0, question);
+  return query;
+}
+
 Status ParseRedis(std::string_view rest, std::string_view url, RedisOptions* r) {
-  size_t question = rest.find('?');
-  std::string_view query;
-  if (question != std::string_view::npos) {
-    query = rest.substr(question + 1);
-    rest = rest.substr(0, question);
-  }
+  std::string_view query = TakeQuery(&rest);
   size_t slash = rest.find('/');
   std::string_view authority = rest.substr(0, slash);
   std::string_view path =
@@ -158,12 +163,7 @@ Status ParseRedis(std::string_view rest, std::string_view url, RedisOptions* r) 
 }
 
 Status ParseUnix(std::string_view rest, std::string_view url, RedisOptions* r) {
-  size_t question = rest.find('?');
-  std::string_view query;
-  if (question != std::string_view::npos) {
-    query = rest.substr(question + 1);
-    rest = rest.substr(0, question);
-  }
+  std::string_view query = TakeQuery(&rest);
   size_t slash = rest.find('/');
   if (slash == std::string_view::npos) return Invalid("no socket path", url);
   std::string_view authority = rest.substr(0, slash);
