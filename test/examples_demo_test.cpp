@@ -14,23 +14,41 @@
 namespace singleflight {
 namespace {
 
+// One sf_demo run to its end: its exit status and what it printed.
+struct DemoRun {
+  bool ended = false;  // spawned, and its output ended within the bound
+  int status = 0;
+  std::vector<std::string> lines;
+  std::string output;  // lines joined, for failure messages
+};
+
+DemoRun RunDemo(const std::vector<std::string>& args) {
+  DemoRun run;
+  test::ChildProcess demo;
+  if (!demo.Spawn(SF_EXAMPLE_sf_demo, args)) return run;
+  run.ended = demo.ReadAll(&run.lines, 60000);
+  if (!run.ended) return run;  // the ChildProcess destructor stops it
+  run.status = demo.Wait();
+  for (auto& line : run.lines) run.output += line + "\n";
+  return run;
+}
+
+// Exit 0 and the demo's own verdict as its last line.
+void ExpectOk(const DemoRun& run) {
+  EXPECT_TRUE(WIFEXITED(run.status) && WEXITSTATUS(run.status) == 0) << run.output;
+  ASSERT_FALSE(run.lines.empty());
+  EXPECT_EQ(run.lines.back(), "sf_demo: OK") << run.output;
+}
+
 TEST(ExamplesDemoTest, ThreeBurstsHoldTheirInvariants) {
   test::RedisServer redis;
   SF_START_REDIS(redis);
-  test::ChildProcess demo;
-  ASSERT_TRUE(demo.Spawn(SF_EXAMPLE_sf_demo,
-                         {"--redis", redis.host() + ":" + std::to_string(redis.port()), "--workers",
-                          "3", "--callers", "6", "--keys", "2", "--work-ms", "100",
-                          "--result-ttl-ms", "2000", "--lock-ttl-ms", "1500"}));
-  std::vector<std::string> lines;
-  ASSERT_TRUE(demo.ReadAll(&lines, 60000)) << "the demo hung";
-  int status = demo.Wait();
-  std::string output;
-  for (auto& line : lines) output += line + "\n";
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << output;
-  ASSERT_FALSE(lines.empty());
-  EXPECT_EQ(lines.back(), "sf_demo: OK") << output;
-  EXPECT_NE(output.find("takeovers="), std::string::npos) << output;
+  DemoRun run = RunDemo({"--redis", redis.host() + ":" + std::to_string(redis.port()), "--workers",
+                         "3", "--callers", "6", "--keys", "2", "--work-ms", "100",
+                         "--result-ttl-ms", "2000", "--lock-ttl-ms", "1500"});
+  ASSERT_TRUE(run.ended) << "the demo hung";
+  ExpectOk(run);
+  EXPECT_NE(run.output.find("takeovers="), std::string::npos) << run.output;
 }
 
 // The same demo reached by URL: a unix socket, a password and a db, passed on
@@ -41,31 +59,20 @@ TEST(ExamplesDemoTest, ReachesRedisByUrlWithPasswordSocketAndDb) {
   test::RedisServer redis(config);
   SF_START_REDIS(redis);
   ASSERT_FALSE(redis.unix_socket().empty());
-  test::ChildProcess demo;
-  ASSERT_TRUE(demo.Spawn(SF_EXAMPLE_sf_demo,
-                         {"--redis-url", "unix://:s3cr%40t@" + redis.unix_socket() + "?db=3",
-                          "--workers", "2", "--callers", "3", "--keys", "1", "--work-ms", "50",
-                          "--result-ttl-ms", "2000", "--lock-ttl-ms", "1500"}));
-  std::vector<std::string> lines;
-  ASSERT_TRUE(demo.ReadAll(&lines, 60000)) << "the demo hung";
-  int status = demo.Wait();
-  std::string output;
-  for (auto& line : lines) output += line + "\n";
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << output;
-  ASSERT_FALSE(lines.empty());
-  EXPECT_EQ(lines.back(), "sf_demo: OK") << output;
+  DemoRun run = RunDemo({"--redis-url", "unix://:s3cr%40t@" + redis.unix_socket() + "?db=3",
+                         "--workers", "2", "--callers", "3", "--keys", "1", "--work-ms", "50",
+                         "--result-ttl-ms", "2000", "--lock-ttl-ms", "1500"});
+  ASSERT_TRUE(run.ended) << "the demo hung";
+  ExpectOk(run);
   std::string keyspace = redis.Command({"INFO", "keyspace"}).str;
   EXPECT_NE(keyspace.find("db3:keys="), std::string::npos) << keyspace;
   EXPECT_EQ(keyspace.find("db0:keys="), std::string::npos) << keyspace;
 }
 
 TEST(ExamplesDemoTest, ABadRedisUrlIsRefusedWithTheReason) {
-  test::ChildProcess demo;
-  ASSERT_TRUE(demo.Spawn(SF_EXAMPLE_sf_demo, {"--redis-url", "rediss://:hunter2@h:6380"}));
-  std::vector<std::string> lines;
-  ASSERT_TRUE(demo.ReadAll(&lines, 60000));
-  int status = demo.Wait();
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 2);
+  DemoRun run = RunDemo({"--redis-url", "rediss://:hunter2@h:6380"});
+  ASSERT_TRUE(run.ended);
+  EXPECT_TRUE(WIFEXITED(run.status) && WEXITSTATUS(run.status) == 2);
 }
 
 }  // namespace
