@@ -4,17 +4,11 @@
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { startRedis, redisServerMissing } = require('./support/redis');
+const { redisForFile } = require('./support/redis');
 const { NodeWorker, CppWorker, cppWorkerBinary } = require('./support/fleet');
 
-const skip = redisServerMissing() || false;
-let redis;
-let prefixes = 0;
-test.before(async () => { if (!skip) redis = await startRedis(); });
-test.after(async () => { if (redis) await redis.stop(); });
-
-// Each test gets keys of its own.
-const newPrefix = () => `sfnode${process.pid}-${++prefixes}:`;
+const redis = redisForFile(test, 'fleet');
+const { skip, newPrefix } = redis;
 
 // Starts `count` Node workers on one key and waits until they can take "go".
 async function startWorkers(count, config) {

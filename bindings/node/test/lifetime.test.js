@@ -5,15 +5,11 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const { spawn } = require('node:child_process');
 const path = require('node:path');
-const { startRedis, redisServerMissing } = require('./support/redis');
+const { redisForFile } = require('./support/redis');
 const { NodeWorker } = require('./support/fleet');
 
-const skip = redisServerMissing() || false;
-let redis;
-let prefixes = 0;
-test.before(async () => { if (!skip) redis = await startRedis(); });
-test.after(async () => { if (redis) await redis.stop(); });
-const newPrefix = () => `sfnodelife${process.pid}-${++prefixes}:`;
+const redis = redisForFile(test, 'lifetime');
+const { skip, newPrefix } = redis;
 
 // Runs `source` in a fresh node process with the package as `sf` and the
 // server's URL as `url`; resolves to { code, stdout, stderr } when it exits.

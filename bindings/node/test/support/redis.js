@@ -82,4 +82,23 @@ async function startRedis() {
   throw new Error('could not start redis-server on a free port');
 }
 
-module.exports = { startRedis, redisServerMissing };
+// One private server for a whole test file: started before its first test,
+// stopped after its last. `skip` is false, or why the file's tests skip;
+// url, port and client are the server's; newPrefix() gives each test keys
+// of its own.
+function redisForFile(test, name) {
+  let server = null;
+  let prefixes = 0;
+  const skip = redisServerMissing() || false;
+  test.before(async () => { if (!skip) server = await startRedis(); });
+  test.after(async () => { if (server) await server.stop(); });
+  return {
+    skip,
+    get url() { return server.url; },
+    get port() { return server.port; },
+    get client() { return server.client; },
+    newPrefix: () => `sfnode-${name}-${process.pid}-${++prefixes}:`,
+  };
+}
+
+module.exports = { startRedis, redisServerMissing, redisForFile };
