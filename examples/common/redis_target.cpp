@@ -67,8 +67,8 @@ redisContext* ConnectBlocking(const RedisTarget& target, timeval timeout, std::s
       ok = CommandOk(c, "AUTH", 3, argv, error);
     }
   }
-  std::string db = std::to_string(r.db);
   if (ok && r.db != 0) {
+    std::string db = std::to_string(r.db);
     const char* argv[] = {"SELECT", db.c_str()};
     ok = CommandOk(c, "SELECT", 2, argv, error);
   }
