@@ -6,7 +6,7 @@
 #   c++ app.cpp $(pkg-config --cflags --libs singleflight)
 #
 # The public headers include <uv.h> and the standard library only, so libuv is
-# the one public dependency. hiredis and msgpack are private: msgpack is
+# the one public dependency. hiredis, OpenSSL and msgpack are private: msgpack is
 # header-only and never reaches a consumer; hiredis does reach the consumer's
 # link line when the library is static, because a static archive cannot carry
 # its own dependencies.
@@ -40,7 +40,8 @@ if(SF_LIBRARY_TYPE STREQUAL "STATIC_LIBRARY")
   # consumers' link line: name the imported target that the package config
   # recreates with pkg_check_modules(HIREDIS ... IMPORTED_TARGET hiredis).
   target_link_libraries(singleflight
-    INTERFACE "$<INSTALL_INTERFACE:$<LINK_ONLY:PkgConfig::HIREDIS>>")
+    INTERFACE "$<INSTALL_INTERFACE:$<LINK_ONLY:PkgConfig::HIREDIS>>"
+              "$<INSTALL_INTERFACE:$<LINK_ONLY:PkgConfig::OPENSSL>>")
 else()
   set(SF_STATIC_LIBRARY OFF)
 endif()
@@ -81,11 +82,11 @@ install(FILES "${PROJECT_BINARY_DIR}/singleflightConfig.cmake"
 # when the install dirs are relative, so `cmake --install --prefix X` and a
 # moved install tree both work; absolute install dirs are written as they are.
 if(SF_STATIC_LIBRARY)
-  set(SF_PC_REQUIRES "libuv hiredis")
+  set(SF_PC_REQUIRES "libuv hiredis openssl")
   set(SF_PC_REQUIRES_PRIVATE "")
 else()
   set(SF_PC_REQUIRES "libuv")
-  set(SF_PC_REQUIRES_PRIVATE "hiredis")
+  set(SF_PC_REQUIRES_PRIVATE "hiredis openssl")
 endif()
 if(IS_ABSOLUTE "${CMAKE_INSTALL_LIBDIR}" OR IS_ABSOLUTE "${CMAKE_INSTALL_INCLUDEDIR}")
   set(SF_PC_PREFIX "${CMAKE_INSTALL_PREFIX}")

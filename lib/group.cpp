@@ -42,7 +42,7 @@ GroupImpl* GroupImpl::Create(uv_loop_t* loop, Options options) {
   auto* impl = new GroupImpl(std::move(options), new UvScheduler(loop, keep_loop_alive), nullptr);
   if (use_redis && impl->options_status_.ok()) {
     impl->link_ = MakeRedisLink(
-        loop, impl->options_.redis, keep_loop_alive,
+        loop, impl->scheduler_, impl->options_.redis, keep_loop_alive,
         [impl](bool up, const Status&) { impl->OnLinkState(up); },
         [impl](bool up, const Status&) { impl->OnSubscriberState(up); });
     impl->leases_.set_link(impl->link_.get());

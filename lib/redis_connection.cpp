@@ -1,37 +1,24 @@
 #include "redis_connection.h"
 
-#include <fcntl.h>
-#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <hiredis/read.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/socket.h>
 
 #include <algorithm>
 #include <csignal>
 #include <deque>
 #include <memory>
-#include <optional>
-#include <random>
 #include <utility>
 
 #include "hiredis_reply.h"
-#include "loop_ref.h"
-#include "uv_hiredis_adapter.h"
+#include "reconnect_backoff.h"
+#include "socket_stream.h"
+#include "tls_session.h"
 
 namespace singleflight::internal {
 namespace {
 
-// Dead-peer detection on an idle TCP connection (the subscriber is idle most
-// of the time and cannot PING): probes after 5 s of silence, every 2 s, 3
-// times; TCP_USER_TIMEOUT bounds unacknowledged writes to the same ~11 s.
-constexpr int kKeepAliveIdleS = 5;
-constexpr int kKeepAliveIntervalS = 2;
-constexpr int kKeepAliveCount = 3;
-constexpr unsigned kUserTimeoutMs =
-    1000u * (kKeepAliveIdleS + kKeepAliveIntervalS * kKeepAliveCount);
-
-// hiredis writes with write(), which raises SIGPIPE on a peer-closed socket.
+// libuv writes with write(), which raises SIGPIPE on a peer-closed socket.
 // A process that left SIGPIPE at its default would die, so the first
 // connection ignores it; a handler the application installed is left alone.
 void IgnoreDefaultSigpipe() {
@@ -45,21 +32,6 @@ void IgnoreDefaultSigpipe() {
   (void)once;
 }
 
-void TuneTcpSocket(int fd) {
-  int on = 1;
-  int idle = kKeepAliveIdleS;
-  int interval = kKeepAliveIntervalS;
-  int count = kKeepAliveCount;
-  unsigned user_timeout = kUserTimeoutMs;
-  // Best effort: a socket without these still works, it only detects a dead
-  // peer later.
-  setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
-  setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
-  setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval));
-  setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof(count));
-  setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof(user_timeout));
-}
-
 bool IsIpLiteral(const std::string& host) {
   unsigned char buf[sizeof(struct in6_addr)];
   return uv_inet_pton(AF_INET, host.c_str(), buf) == 0 ||
@@ -70,13 +42,33 @@ Status Unavailable(std::string message) {
   return Status(Code::kUnavailable, std::move(message));
 }
 
-// A command hiredis holds. hiredis owns the pointer until it calls OnReply
-// (exactly once, with NULL if the context goes away), so it lives in pending_
-// until then.
+// RESP bytes of one command; binary-safe.
+std::string Format(const std::vector<std::string>& argv) {
+  std::vector<const char*> args;
+  std::vector<size_t> lengths;
+  args.reserve(argv.size());
+  lengths.reserve(argv.size());
+  for (const std::string& arg : argv) {
+    args.push_back(arg.data());
+    lengths.push_back(arg.size());
+  }
+  char* command = nullptr;
+  int length =
+      redisFormatCommandArgv(&command, static_cast<int>(args.size()), args.data(), lengths.data());
+  if (length < 0) return std::string();
+  std::string out(command, static_cast<size_t>(length));
+  redisFreeCommand(command);
+  return out;
+}
+
+// A command sent (or queued to be sent this loop turn) whose reply has not
+// been read. Replies come in send order, so the front is the next reply's.
 struct PendingCommand {
-  RedisConnection::CommandCallback callback;
-  uint64_t deadline_ms;  // in uv_now() time
-  bool answered = false;
+  RedisConnection::CommandCallback callback;  // empty once answered by a timeout
+  uint64_t sent_ms;
+  uint64_t deadline_ms;  // 0: none (the handshake, bounded by the attempt's deadline)
+  bool written = false;  // handed to the socket (or the TLS session)
+  bool timed_out = false;
 };
 
 // Outlives its connection attempt: libuv calls back even after uv_cancel
@@ -86,10 +78,11 @@ struct ResolveRequest {
   class Connection* owner;
 };
 
-class Connection final : public RedisConnection {
+class Connection final : public RedisConnection, private SocketStream::Owner {
  public:
-  Connection(uv_loop_t* loop, RedisOptions options, Mode mode, Handlers handlers,
-             bool keep_loop_alive);
+  Connection(uv_loop_t* loop, Scheduler* scheduler, RedisOptions options, Mode mode,
+             Handlers handlers, bool keep_loop_alive);
+  ~Connection() override;
 
   void Start();
   bool connected() const override { return state_ == State::kReady; }
@@ -101,94 +94,99 @@ class Connection final : public RedisConnection {
   void OnResolved(int status, const struct addrinfo* result);
 
  private:
-  enum class State { kBackoff, kResolving, kConnecting, kHandshake, kReady, kClosed };
+  enum class State { kBackoff, kResolving, kConnecting, kTls, kHandshake, kReady, kClosed };
 
   // Connection attempts.
   void StartAttempt();
   void Resolve();
   void ConnectTo(const std::string& ip);
-  bool Adopt(redisAsyncContext* ac, bool tcp);
+  void StartTls();
   void SendHandshake();
   void Ready();
   void Lost(const Status& why);
-  void Abort(const Status& why);
-  void ScheduleReconnect();
+  void DropSocket();
   void CancelResolve();
+  void OnAttemptTimer();
   std::string Address() const;
 
-  // Commands.
-  bool Send(const std::vector<std::string>& argv, CommandCallback& callback);
-  bool SendPubSub(const char* verb, const std::vector<std::string>& channels);
-  void Answer(PendingCommand* command, const redisAsyncContext* ac, redisReply* reply);
+  // SocketStream::Owner.
+  void OnSocketConnected(int status) override;
+  void OnSocketData(const char* data, size_t size) override;
+  void OnSocketEnded(int status) override;
+  void OnSocketClosed() override;
+
+  // Commands and replies.
+  bool Enqueue(const std::vector<std::string>& argv, CommandCallback& callback,
+               uint64_t deadline_ms);
+  void ScheduleFlush();
+  void Flush();
+  void ReadReplies(const char* data, size_t size);
+  bool Dispatch(const Reply& reply);
   void ArmCommandTimer();
+  void OnCommandTimer();
+  uint64_t Liveness() const;
   void Defer(CommandCallback callback, Status status);
   void RunDeferred();
-  void FinishClose();
-  void HandleGone();
-
-  // Trampolines from hiredis and libuv.
-  static void OnConnect(const redisAsyncContext* ac, int status) noexcept;
-  static void OnDisconnect(const redisAsyncContext* ac, int status) noexcept;
-  static void OnReply(redisAsyncContext* ac, void* reply, void* privdata) noexcept;
-  static void OnPush(redisAsyncContext* ac, void* reply, void* privdata) noexcept;
-  static void OnAttemptTimer(uv_timer_t* timer) noexcept;
-  static void OnCommandTimer(uv_timer_t* timer) noexcept;
-  static void OnIdle(uv_idle_t* idle) noexcept;
-  static void OnAdapterClosed(void* arg) noexcept;
-  static void OnHandleClosed(uv_handle_t* handle) noexcept;
+  void MaybeFinishClose();
 
   uv_loop_t* loop_;
+  Scheduler* scheduler_;
   RedisOptions options_;
-  bool keep_loop_alive_;  // Options::keep_loop_alive, for every handle made here
+  bool keep_loop_alive_;  // Options::keep_loop_alive, for the socket
   Mode mode_;
   Handlers handlers_;
   State state_ = State::kBackoff;
   bool closing_ = false;
   std::function<void()> done_;
 
-  redisAsyncContext* ac_ = nullptr;    // the live context; null while none or being freed
-  ResolveRequest* resolve_ = nullptr;  // the attempt's uv_getaddrinfo, if running
-  // The status every command still inside hiredis gets when we free the
-  // context ourselves (hiredis then reports NULL replies and a clean
-  // disconnect). Unset when hiredis itself saw the error.
-  std::optional<Status> abort_status_;
+  // The current attempt. Each attempt has its own socket, TLS session and
+  // reader; `attempt_` changes with each, so that work begun for an old one
+  // (a reply loop interrupted by a callback that lost the connection) stops.
+  SocketStream* socket_ = nullptr;  // null between attempts
+  int open_sockets_ = 0;            // sockets whose close callback has yet to come
+  std::unique_ptr<TlsSession> tls_;
+  redisReader* reader_ = nullptr;
+  uint64_t attempt_ = 0;
+  bool heard_from_server_ = false;  // any byte this attempt
+  ResolveRequest* resolve_ = nullptr;
   std::deque<std::string> addresses_;  // resolved addresses this attempt has yet to try
   Status last_error_ = Unavailable("not connected yet");
-  unsigned failed_attempts_ = 0;  // since the last ready connection; drives backoff
-  std::minstd_rand random_;
+  ReconnectBackoff backoff_;
 
-  std::deque<std::unique_ptr<PendingCommand>> pending_;  // send order == reply order
+  // pending_: in send order == reply order. outbox_: formatted commands of
+  // this loop turn, written together by Flush.
+  std::deque<PendingCommand> pending_;
+  std::vector<std::string> outbox_;
+  size_t outbox_bytes_ = 0;
+  bool flush_scheduled_ = false;
+  uint64_t last_read_ms_ = 0;
+
   std::deque<std::pair<CommandCallback, Status>> deferred_;
+  bool deferred_scheduled_ = false;
 
-  // attempt_timer_: the backoff delay, then the connect deadline of the attempt.
-  uv_timer_t attempt_timer_;
-  uv_timer_t command_timer_;
-  uv_idle_t idle_;        // runs deferred callbacks, so none runs inside the call that caused it
-  int open_handles_ = 0;  // our three handles plus a live adapter's poll handle
+  // attempt_timer_: the backoff delay, then the attempt's connect deadline.
+  Scheduler::TimerId attempt_timer_;
+  Scheduler::TimerId command_timer_;
 };
 
-Connection::Connection(uv_loop_t* loop, RedisOptions options, Mode mode, Handlers handlers,
-                       bool keep_loop_alive)
+Connection::Connection(uv_loop_t* loop, Scheduler* scheduler, RedisOptions options, Mode mode,
+                       Handlers handlers, bool keep_loop_alive)
     : loop_(loop),
+      scheduler_(scheduler),
       options_(std::move(options)),
       keep_loop_alive_(keep_loop_alive),
       mode_(mode),
       handlers_(std::move(handlers)),
-      random_(std::random_device{}()) {
-  uv_timer_init(loop_, &attempt_timer_);
-  uv_timer_init(loop_, &command_timer_);
-  uv_idle_init(loop_, &idle_);
-  KeepsLoopAlive(&attempt_timer_, keep_loop_alive_);
-  KeepsLoopAlive(&command_timer_, keep_loop_alive_);
-  KeepsLoopAlive(&idle_, keep_loop_alive_);
-  attempt_timer_.data = command_timer_.data = idle_.data = this;
-  open_handles_ = 3;
+      backoff_(options_.reconnect_min_ms, options_.reconnect_max_ms) {}
+
+Connection::~Connection() {
+  if (reader_ != nullptr) redisReaderFree(reader_);
 }
 
 // The first attempt starts from the loop, so that no handler runs before
 // Create has returned.
 void Connection::Start() {
-  uv_timer_start(&attempt_timer_, OnAttemptTimer, 0, 0);
+  attempt_timer_ = scheduler_->After(0, [this] { OnAttemptTimer(); });
 }
 
 std::string Connection::Address() const {
@@ -197,14 +195,20 @@ std::string Connection::Address() const {
 }
 
 void Connection::StartAttempt() {
-  abort_status_.reset();
+  ++attempt_;
+  heard_from_server_ = false;
   addresses_.clear();
+  if (reader_ != nullptr) redisReaderFree(reader_);
+  reader_ = redisReaderCreate();
   if (options_.connect_timeout_ms > 0) {
-    uv_timer_start(&attempt_timer_, OnAttemptTimer, options_.connect_timeout_ms, 0);
+    attempt_timer_ = scheduler_->After(options_.connect_timeout_ms, [this] { OnAttemptTimer(); });
   }
   if (!options_.unix_socket.empty()) {
     state_ = State::kConnecting;
-    if (!Adopt(redisAsyncConnectUnix(options_.unix_socket.c_str()), false)) return;
+    int error = 0;
+    socket_ =
+        SocketStream::ConnectUnix(loop_, options_.unix_socket, this, keep_loop_alive_, &error);
+    ++open_sockets_;
   } else if (IsIpLiteral(options_.host)) {
     ConnectTo(options_.host);
   } else {
@@ -242,9 +246,8 @@ void Connection::OnResolved(int status, const struct addrinfo* result) {
     Lost(Unavailable("resolve " + options_.host + ": " + uv_strerror(status)));
     return;
   }
-  // Every address is tried in the resolver's order within this attempt: a
-  // name like "localhost" often lists ::1 first while the server listens on
-  // 127.0.0.1 only.
+  // A name like "localhost" often lists ::1 first while the server listens
+  // on 127.0.0.1 only.
   addresses_.clear();
   for (const struct addrinfo* ai = result; ai != nullptr; ai = ai->ai_next) {
     char ip[INET6_ADDRSTRLEN] = {};
@@ -261,8 +264,9 @@ void Connection::OnResolved(int status, const struct addrinfo* result) {
     Lost(Unavailable("resolve " + options_.host + ": no usable address"));
     return;
   }
-  ConnectTo(addresses_.front());
+  std::string first = std::move(addresses_.front());
   addresses_.pop_front();
+  ConnectTo(first);
 }
 
 void Connection::CancelResolve() {
@@ -274,63 +278,52 @@ void Connection::CancelResolve() {
 
 void Connection::ConnectTo(const std::string& ip) {
   state_ = State::kConnecting;
-  Adopt(redisAsyncConnect(ip.c_str(), options_.port), true);
-}
-
-// Takes a fresh context from redisAsyncConnect*: attaches it to the loop and
-// waits for the connect callback. On failure the attempt is lost.
-bool Connection::Adopt(redisAsyncContext* ac, bool tcp) {
-  if (ac == nullptr) {
-    Lost(Unavailable("connect to " + Address() + ": out of memory"));
-    return false;
-  }
-  if (ac->err != 0) {
-    std::string error = ac->errstr;
-    redisAsyncFree(ac);  // no adapter and no callbacks yet: frees at once
-    Lost(Unavailable("connect to " + Address() + ": " + error));
-    return false;
-  }
-  if (AttachUvAdapter(loop_, ac, OnAdapterClosed, this, keep_loop_alive_) != REDIS_OK) {
-    redisAsyncFree(ac);
-    Lost(Unavailable("connect to " + Address() + ": cannot poll the socket"));
-    return false;
-  }
-  ++open_handles_;
-  int flags = fcntl(ac->c.fd, F_GETFD);
-  if (flags >= 0) fcntl(ac->c.fd, F_SETFD, flags | FD_CLOEXEC);  // children must not inherit it
-  if (tcp) TuneTcpSocket(ac->c.fd);
-  ac->data = this;
-  ac_ = ac;
-  redisAsyncSetDisconnectCallback(ac, OnDisconnect);
-  redisAsyncSetConnectCallback(ac, OnConnect);  // also asks for the first write event
-  return true;
-}
-
-void Connection::OnConnect(const redisAsyncContext* ac, int status) noexcept {
-  auto* self = static_cast<Connection*>(ac->data);
-  if (ac != self->ac_) return;
-  if (status != REDIS_OK) {
-    // hiredis frees this context itself once we return.
-    self->ac_ = nullptr;
-    if (!self->addresses_.empty()) {  // a fresh context for the next address
-      std::string next = std::move(self->addresses_.front());
-      self->addresses_.pop_front();
-      self->ConnectTo(next);
-      return;
-    }
-    self->Lost(Unavailable("connect to " + self->Address() + ": " + ac->c.errstr));
+  int error = 0;
+  socket_ = SocketStream::ConnectTcp(loop_, ip, options_.port, this, keep_loop_alive_, &error);
+  if (socket_ == nullptr) {
+    Lost(Unavailable("connect to " + Address() + ": " + uv_strerror(error)));
     return;
   }
-  self->state_ = State::kHandshake;
-  // No handler may run in here: freeing the context inside the connect
-  // callback is a use-after-free in hiredis. The handshake always ends with a
-  // reply, and handlers run from that reply's callback.
-  self->SendHandshake();
+  ++open_sockets_;
+}
+
+void Connection::OnSocketConnected(int status) {
+  if (status != 0) {
+    DropSocket();
+    if (!addresses_.empty()) {  // a fresh socket for the next address
+      std::string next = std::move(addresses_.front());
+      addresses_.pop_front();
+      ConnectTo(next);
+      return;
+    }
+    Lost(Unavailable("connect to " + Address() + ": " + uv_strerror(status)));
+    return;
+  }
+  if (options_.tls.enabled) {
+    StartTls();
+  } else {
+    SendHandshake();
+  }
+}
+
+void Connection::StartTls() {
+  state_ = State::kTls;
+  Status error;
+  tls_ =
+      TlsSession::Create(options_.tls, options_.unix_socket.empty() ? options_.host : "", &error);
+  std::string wire;
+  if (tls_ != nullptr) error = tls_->Start(&wire);
+  if (tls_ == nullptr || !error.ok()) {
+    Lost(error);
+    return;
+  }
+  socket_->Write({std::move(wire)});
 }
 
 // AUTH and SELECT as configured, then PING, pipelined. The PING also proves
 // the server answers (not LOADING, not paused) before we call it ready.
 void Connection::SendHandshake() {
+  state_ = State::kHandshake;
   std::vector<std::vector<std::string>> steps;
   if (!options_.password.empty()) {
     if (options_.username.empty()) {
@@ -344,83 +337,150 @@ void Connection::SendHandshake() {
   for (size_t i = 0; i < steps.size(); ++i) {
     bool last = i + 1 == steps.size();
     std::string verb = steps[i][0];
-    redisAsyncContext* ac = ac_;
-    CommandCallback on_reply = [this, ac, last, verb](const Status& status, const Reply& reply) {
+    uint64_t attempt = attempt_;
+    CommandCallback on_reply = [this, attempt, last, verb](const Status& status,
+                                                           const Reply& reply) {
       // A transport failure has already been handled by whoever tore down.
-      if (!status.ok() || ac_ != ac || state_ != State::kHandshake) return;
+      if (!status.ok() || attempt != attempt_ || state_ != State::kHandshake) return;
       if (reply.is_error()) {
         Lost(Unavailable(verb + " failed: " + reply.str));
       } else if (last) {
         Ready();
       }
     };
-    bool sent = Send(steps[i], on_reply);
-    if (!sent) {
-      Lost(Unavailable("cannot send " + verb + " to " + Address()));
-      return;
-    }
+    Enqueue(steps[i], on_reply, 0);
   }
+  Flush();
 }
 
 void Connection::Ready() {
   state_ = State::kReady;
-  failed_attempts_ = 0;
-  uv_timer_stop(&attempt_timer_);
+  backoff_.Reset();
+  scheduler_->Cancel(attempt_timer_);
   if (handlers_.on_state) handlers_.on_state(true, Status::Ok());
 }
 
-// The attempt or the connection failed: drop the context, plan the next
-// attempt, then tell the owner (last, since the owner may Close us).
+// The attempt or the connection failed: drop the socket, fail what it
+// carried, plan the next attempt, then tell the owner — before the failed
+// callbacks run, and last, since the owner may Close us.
 void Connection::Lost(const Status& why) {
   if (closing_) return;
-  Abort(why);
+  DropSocket();
   CancelResolve();
-  uv_timer_stop(&command_timer_);
+  scheduler_->Cancel(command_timer_);
+  for (PendingCommand& command : pending_) {
+    if (!command.callback) continue;  // answered by its timeout already
+    // Written: it may have run. Say so with kTimeout, so that a caller
+    // holding a lock token keeps it.
+    Defer(std::move(command.callback),
+          command.written ? Status(Code::kTimeout, why.message()) : why);
+  }
+  pending_.clear();
   last_error_ = why;
-  ScheduleReconnect();
+  state_ = State::kBackoff;
+  attempt_timer_ = scheduler_->After(backoff_.Next(), [this] { OnAttemptTimer(); });
   if (handlers_.on_state) handlers_.on_state(false, why);
 }
 
-// Frees the live context. hiredis then answers every command it holds with
-// NULL, which Answer turns into `why`. Inside a hiredis callback the free is
-// deferred by hiredis until that callback returns.
-void Connection::Abort(const Status& why) {
-  abort_status_ = why;
-  redisAsyncContext* ac = ac_;
-  if (ac == nullptr) return;
-  ac_ = nullptr;
-  redisAsyncFree(ac);
+void Connection::DropSocket() {
+  ++attempt_;
+  tls_.reset();
+  outbox_.clear();
+  outbox_bytes_ = 0;
+  if (socket_ == nullptr) return;
+  SocketStream* socket = socket_;
+  socket_ = nullptr;
+  socket->Close();
 }
 
-// Full jitter: uniform in [min, cap], where cap doubles per failed attempt up
-// to the maximum, so that a fleet does not reconnect in lockstep.
-void Connection::ScheduleReconnect() {
-  state_ = State::kBackoff;
-  uint64_t low = options_.reconnect_min_ms;
-  uint64_t cap = std::max<uint64_t>(low, options_.reconnect_max_ms);
-  uint64_t ceiling = low << std::min(failed_attempts_, 20u);
-  ceiling = std::clamp<uint64_t>(ceiling, low, cap);
-  ++failed_attempts_;
-  std::uniform_int_distribution<uint64_t> pick(low, ceiling);
-  uv_timer_start(&attempt_timer_, OnAttemptTimer, pick(random_), 0);
-}
-
-void Connection::OnAttemptTimer(uv_timer_t* timer) noexcept {
-  auto* self = static_cast<Connection*>(timer->data);
-  if (self->state_ == State::kBackoff) {
-    self->StartAttempt();
-  } else if (self->state_ != State::kReady && self->state_ != State::kClosed) {
-    self->Lost(Unavailable("connect to " + self->Address() + " timed out after " +
-                           std::to_string(self->options_.connect_timeout_ms) + " ms"));
+void Connection::OnAttemptTimer() {
+  attempt_timer_ = {};
+  if (state_ == State::kBackoff) {
+    StartAttempt();
+  } else if (state_ != State::kReady && state_ != State::kClosed) {
+    Lost(Unavailable("connect to " + Address() + " timed out after " +
+                     std::to_string(options_.connect_timeout_ms) + " ms" +
+                     (state_ == State::kTls ? " (in the TLS handshake)" : "")));
   }
 }
 
-void Connection::OnDisconnect(const redisAsyncContext* ac, int status) noexcept {
-  auto* self = static_cast<Connection*>(ac->data);
-  if (ac != self->ac_) return;  // we freed it ourselves and already know why
-  self->ac_ = nullptr;          // hiredis frees it after we return
-  std::string error = status == REDIS_OK ? "closed" : ac->c.errstr;
-  self->Lost(Unavailable("connection to " + self->Address() + " lost: " + error));
+void Connection::OnSocketEnded(int status) {
+  std::string error = status == UV_EOF ? "closed by the server" : uv_strerror(status);
+  if (state_ == State::kTls && !heard_from_server_) {
+    error += " during the TLS handshake (not a TLS port?)";
+  } else if (state_ == State::kHandshake && !heard_from_server_ && !options_.tls.enabled) {
+    // A TLS-only port resets a client that speaks plaintext.
+    error += " before answering (a TLS port? then use rediss://)";
+  }
+  Lost(Unavailable("connection to " + Address() + " lost: " + error));
+}
+
+void Connection::OnSocketClosed() {
+  --open_sockets_;
+  MaybeFinishClose();
+}
+
+void Connection::OnSocketData(const char* data, size_t size) {
+  heard_from_server_ = true;
+  last_read_ms_ = scheduler_->NowMs();
+  if (tls_ == nullptr) {
+    ReadReplies(data, size);
+    return;
+  }
+  std::string plain;
+  std::string wire;
+  Status status = tls_->Receive(data, size, &plain, &wire);
+  if (!wire.empty() && socket_ != nullptr) socket_->Write({std::move(wire)});
+  if (!status.ok()) {
+    Lost(status);
+    return;
+  }
+  if (state_ == State::kTls && tls_->handshake_done()) {
+    uint64_t attempt = attempt_;
+    SendHandshake();
+    if (attempt != attempt_) return;
+  }
+  if (!plain.empty()) ReadReplies(plain.data(), plain.size());
+}
+
+void Connection::ReadReplies(const char* data, size_t size) {
+  uint64_t attempt = attempt_;
+  if (redisReaderFeed(reader_, data, size) != REDIS_OK) {
+    Lost(Unavailable("protocol error from " + Address() + ": " + reader_->errstr));
+    return;
+  }
+  for (;;) {
+    void* raw = nullptr;
+    if (redisReaderGetReply(reader_, &raw) != REDIS_OK) {
+      Lost(Unavailable("protocol error from " + Address() + ": " + reader_->errstr));
+      return;
+    }
+    if (raw == nullptr) return;
+    Reply reply = ToReply(static_cast<redisReply*>(raw));
+    freeReplyObject(raw);
+    if (!Dispatch(reply)) return;
+    // A callback may have closed us or lost this connection: the reader then
+    // belongs to an attempt that is over.
+    if (closing_ || attempt != attempt_) return;
+  }
+}
+
+// Returns false when the reply ended the connection.
+bool Connection::Dispatch(const Reply& reply) {
+  if (!pending_.empty()) {
+    PendingCommand command = std::move(pending_.front());
+    pending_.pop_front();
+    // A timed-out command's late reply is read and dropped: its caller has
+    // already been told.
+    if (command.callback) command.callback(Status::Ok(), reply);
+    return true;
+  }
+  if (mode_ == Mode::kSubscriber && state_ == State::kReady) {
+    if (handlers_.on_push) handlers_.on_push(reply);
+    return true;
+  }
+  Lost(Unavailable("unexpected reply from " + Address() + " with no command waiting"));
+  return false;
 }
 
 void Connection::Command(std::vector<std::string> argv, CommandCallback callback) {
@@ -432,140 +492,157 @@ void Connection::Command(std::vector<std::string> argv, CommandCallback callback
   } else if (argv.empty()) {
     Defer(std::move(callback), Status(Code::kInvalidArgument, "empty command"));
   } else if (state_ != State::kReady) {
-    // Fail fast rather than queue: the caller has its own deadline and
-    // fallback, and a queue would only hold work hostage to an outage.
     Defer(std::move(callback), Unavailable("not connected: " + last_error_.message()));
-  } else if (!Send(argv, callback)) {
-    Defer(std::move(callback), Unavailable("cannot send to " + Address()));
+  } else if (outbox_bytes_ + socket_->unwritten_bytes() > options_.max_unwritten_bytes) {
+    Defer(std::move(callback),
+          Unavailable("write buffer to " + Address() + " full (" +
+                      std::to_string(options_.max_unwritten_bytes) + " bytes unwritten)"));
+  } else {
+    uint64_t timeout = options_.command_timeout_ms;
+    Enqueue(argv, callback, timeout == 0 ? 0 : scheduler_->NowMs() + timeout);
+    ScheduleFlush();
+    ArmCommandTimer();
   }
 }
 
-// Takes the callback only when the command was sent; on failure the caller
-// still owns it (to fail it). Moving instead of copying matters: a script's
-// callback carries its arguments for the NOSCRIPT retry.
-bool Connection::Send(const std::vector<std::string>& argv, CommandCallback& callback) {
-  std::vector<const char*> args;
-  std::vector<size_t> lengths;
-  args.reserve(argv.size());
-  lengths.reserve(argv.size());
-  for (const std::string& arg : argv) {
-    args.push_back(arg.data());
-    lengths.push_back(arg.size());
+// Takes the callback (moving, not copying: a script's callback carries its
+// arguments for the NOSCRIPT retry). A null callback means no reply is
+// expected (SUBSCRIBE).
+bool Connection::Enqueue(const std::vector<std::string>& argv, CommandCallback& callback,
+                         uint64_t deadline_ms) {
+  std::string bytes = Format(argv);
+  if (bytes.empty()) return false;
+  outbox_bytes_ += bytes.size();
+  outbox_.push_back(std::move(bytes));
+  if (callback) {
+    pending_.push_back(PendingCommand{std::move(callback), scheduler_->NowMs(), deadline_ms});
   }
-  uint64_t deadline = uv_now(loop_) + options_.command_timeout_ms;
-  auto command = std::make_unique<PendingCommand>(PendingCommand{std::move(callback), deadline});
-  // REDIS_ERR means hiredis will never call back, so it keeps no pointer.
-  if (redisAsyncCommandArgv(ac_, OnReply, command.get(), static_cast<int>(args.size()), args.data(),
-                            lengths.data()) != REDIS_OK) {
-    callback = std::move(command->callback);
-    return false;
-  }
-  pending_.push_back(std::move(command));
-  ArmCommandTimer();
   return true;
 }
 
-void Connection::OnReply(redisAsyncContext* ac, void* reply, void* privdata) noexcept {
-  auto* self = static_cast<Connection*>(ac->data);
-  self->Answer(static_cast<PendingCommand*>(privdata), ac, static_cast<redisReply*>(reply));
+void Connection::ScheduleFlush() {
+  if (flush_scheduled_) return;
+  flush_scheduled_ = true;
+  scheduler_->Defer([this] {
+    flush_scheduled_ = false;
+    if (closing_) {
+      MaybeFinishClose();
+      return;
+    }
+    Flush();
+  });
 }
 
-void Connection::Answer(PendingCommand* command, const redisAsyncContext* ac, redisReply* reply) {
-  command->answered = true;
-  if (reply == nullptr) {
-    // The context is going away; handlers run later from the loop, never
-    // while hiredis is freeing it.
-    Status why = abort_status_
-                     ? *abort_status_
-                     : Unavailable("connection to " + Address() +
-                                   " lost: " + (ac->c.err != 0 ? ac->c.errstr : "closed"));
-    // The command was written (or queued in hiredis): it may have run. Say
-    // so with kTimeout, so that a caller holding a lock token keeps it.
-    if (why.code() != Code::kClosed) why = Status(Code::kTimeout, why.message());
-    Defer(std::move(command->callback), std::move(why));
-  } else {
-    command->callback(Status::Ok(), ToReply(reply));
+// One write for everything queued since the last one: commands issued in the
+// same loop turn travel together.
+void Connection::Flush() {
+  if (socket_ == nullptr || outbox_.empty()) return;
+  for (PendingCommand& command : pending_) command.written = true;
+  std::vector<std::string> buffers;
+  buffers.swap(outbox_);
+  outbox_bytes_ = 0;
+  if (tls_ != nullptr) {
+    std::string wire;
+    for (const std::string& buffer : buffers) {
+      Status status = tls_->Send(buffer, &wire);
+      if (!status.ok()) {
+        Lost(status);
+        return;
+      }
+    }
+    buffers.assign(1, std::move(wire));
   }
-  while (!pending_.empty() && pending_.front()->answered) pending_.pop_front();
+  socket_->Write(std::move(buffers));
 }
 
-// One timer for all commands: replies come in send order, so only the oldest
-// unanswered command can be the first to miss its deadline. The timer is
-// re-armed lazily when it fires, not on every reply.
+// The liveness bound in ms (0: never).
+uint64_t Connection::Liveness() const {
+  if (options_.liveness_timeout_ms > 0) return options_.liveness_timeout_ms;
+  return 3ull * options_.command_timeout_ms;
+}
+
+// One timer for all commands: the earliest of the first live command's
+// deadline (deadlines grow in send order) and the liveness bound of the
+// oldest command waiting.
 void Connection::ArmCommandTimer() {
-  if (options_.command_timeout_ms == 0 || pending_.empty()) return;
-  if (uv_is_active(reinterpret_cast<uv_handle_t*>(&command_timer_))) return;
-  uint64_t now = uv_now(loop_);
-  uint64_t deadline = pending_.front()->deadline_ms;
-  uv_timer_start(&command_timer_, OnCommandTimer, deadline > now ? deadline - now : 0, 0);
+  if (pending_.empty() || state_ != State::kReady) return;
+  uint64_t due = UINT64_MAX;
+  for (const PendingCommand& command : pending_) {
+    if (command.callback && command.deadline_ms != 0) {
+      due = command.deadline_ms;
+      break;
+    }
+  }
+  if (Liveness() > 0) {
+    due = std::min(due, std::max(pending_.front().sent_ms, last_read_ms_) + Liveness());
+  }
+  if (due == UINT64_MAX) return;
+  if (command_timer_.valid() && command_timer_.due <= due) return;
+  scheduler_->Cancel(command_timer_);
+  uint64_t now = scheduler_->NowMs();
+  command_timer_ = scheduler_->After(due > now ? due - now : 0, [this] { OnCommandTimer(); });
 }
 
-void Connection::OnCommandTimer(uv_timer_t* timer) noexcept {
-  auto* self = static_cast<Connection*>(timer->data);
-  auto& pending = self->pending_;
-  while (!pending.empty() && pending.front()->answered) pending.pop_front();
-  if (pending.empty() || self->ac_ == nullptr) return;
-  if (pending.front()->deadline_ms <= uv_now(self->loop_)) {
-    // hiredis cannot drop one command; the whole connection goes.
-    self->Lost(Unavailable("command timed out after " +
-                           std::to_string(self->options_.command_timeout_ms) + " ms on " +
-                           self->Address()));
+void Connection::OnCommandTimer() {
+  command_timer_ = {};
+  if (pending_.empty() || state_ != State::kReady) return;
+  uint64_t now = scheduler_->NowMs();
+  if (Liveness() > 0 && std::max(pending_.front().sent_ms, last_read_ms_) + Liveness() <= now) {
+    Lost(Unavailable("no reply from " + Address() + " for " + std::to_string(Liveness()) +
+                     " ms: connection torn down"));
     return;
   }
-  self->ArmCommandTimer();
+  std::vector<CommandCallback> expired;
+  for (PendingCommand& command : pending_) {
+    if (command.deadline_ms == 0 || command.deadline_ms > now) break;
+    if (!command.callback) continue;
+    command.timed_out = true;
+    expired.push_back(std::move(command.callback));
+    command.callback = nullptr;
+  }
+  ArmCommandTimer();
+  Status timeout(Code::kTimeout, "command timed out after " +
+                                     std::to_string(options_.command_timeout_ms) + " ms on " +
+                                     Address());
+  // Each is a caller's answer: they run even if one of them closes us.
+  for (CommandCallback& callback : expired) callback(timeout, Reply{});
 }
 
 bool Connection::Subscribe(const std::vector<std::string>& channels) {
-  return SendPubSub("SUBSCRIBE", channels);
+  if (state_ != State::kReady || mode_ != Mode::kSubscriber || channels.empty()) return false;
+  std::vector<std::string> argv{"SUBSCRIBE"};
+  argv.insert(argv.end(), channels.begin(), channels.end());
+  CommandCallback none;
+  Enqueue(argv, none, 0);
+  ScheduleFlush();
+  return true;
 }
 
 bool Connection::Unsubscribe(const std::vector<std::string>& channels) {
-  return SendPubSub("UNSUBSCRIBE", channels);
-}
-
-// Every channel shares one callback and one privdata (this connection):
-// hiredis keeps one callback per channel and replaces it on a re-SUBSCRIBE,
-// so only a single stable dispatcher is safe. Its return value says whether
-// hiredis took the command (it refuses UNSUBSCRIBE on an unsubscribed context).
-bool Connection::SendPubSub(const char* verb, const std::vector<std::string>& channels) {
   if (state_ != State::kReady || mode_ != Mode::kSubscriber || channels.empty()) return false;
-  std::vector<const char*> args{verb};
-  std::vector<size_t> lengths{std::char_traits<char>::length(verb)};
-  for (const std::string& channel : channels) {
-    args.push_back(channel.data());
-    lengths.push_back(channel.size());
-  }
-  return redisAsyncCommandArgv(ac_, OnPush, this, static_cast<int>(args.size()), args.data(),
-                               lengths.data()) == REDIS_OK;
-}
-
-void Connection::OnPush(redisAsyncContext*, void* reply, void* privdata) noexcept {
-  auto* self = static_cast<Connection*>(privdata);
-  // NULL: hiredis is dropping its channel table on disconnect; on_state says so.
-  if (reply == nullptr || self->closing_ || !self->handlers_.on_push) return;
-  self->handlers_.on_push(ToReply(static_cast<redisReply*>(reply)));
+  std::vector<std::string> argv{"UNSUBSCRIBE"};
+  argv.insert(argv.end(), channels.begin(), channels.end());
+  CommandCallback none;
+  Enqueue(argv, none, 0);
+  ScheduleFlush();
+  return true;
 }
 
 void Connection::Defer(CommandCallback callback, Status status) {
   deferred_.emplace_back(std::move(callback), std::move(status));
-  uv_idle_start(&idle_, OnIdle);
-}
-
-void Connection::OnIdle(uv_idle_t* idle) noexcept {
-  auto* self = static_cast<Connection*>(idle->data);
-  self->RunDeferred();
-  if (self->deferred_.empty()) {
-    uv_idle_stop(idle);
-    if (self->closing_) self->FinishClose();
-  }
+  if (deferred_scheduled_) return;
+  deferred_scheduled_ = true;
+  scheduler_->Defer([this] { RunDeferred(); });
 }
 
 void Connection::RunDeferred() {
+  deferred_scheduled_ = false;
   std::deque<std::pair<CommandCallback, Status>> batch;
-  batch.swap(deferred_);  // callbacks may defer more; those run next tick
+  batch.swap(deferred_);  // callbacks may defer more; those run next turn
   for (auto& [callback, status] : batch) {
     if (callback) callback(status, Reply{});
   }
+  MaybeFinishClose();
 }
 
 void Connection::Close(std::function<void()> done) {
@@ -573,33 +650,26 @@ void Connection::Close(std::function<void()> done) {
   closing_ = true;
   done_ = std::move(done);
   Status closed(Code::kClosed, "connection closed");
-  Abort(closed);
+  DropSocket();
   CancelResolve();
   state_ = State::kClosed;
-  uv_timer_stop(&attempt_timer_);
-  uv_timer_stop(&command_timer_);
+  scheduler_->Cancel(attempt_timer_);
+  scheduler_->Cancel(command_timer_);
   for (auto& entry : deferred_) entry.second = closed;
-  uv_idle_start(&idle_, OnIdle);  // finishes the close from the loop
+  for (PendingCommand& command : pending_) {
+    if (command.callback) Defer(std::move(command.callback), closed);
+  }
+  pending_.clear();
+  if (!deferred_scheduled_) {  // done comes from the loop, never from inside Close
+    deferred_scheduled_ = true;
+    scheduler_->Defer([this] { RunDeferred(); });
+  }
 }
 
-void Connection::FinishClose() {
-  if (uv_is_closing(reinterpret_cast<uv_handle_t*>(&idle_))) return;
-  uv_close(reinterpret_cast<uv_handle_t*>(&attempt_timer_), OnHandleClosed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&command_timer_), OnHandleClosed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&idle_), OnHandleClosed);
-}
-
-void Connection::OnAdapterClosed(void* arg) noexcept {
-  static_cast<Connection*>(arg)->HandleGone();
-}
-
-void Connection::OnHandleClosed(uv_handle_t* handle) noexcept {
-  static_cast<Connection*>(handle->data)->HandleGone();
-}
-
-// The last handle's close callback ends the object's life.
-void Connection::HandleGone() {
-  if (--open_handles_ > 0) return;
+// The object's life ends when nothing of it is left on the loop: no deferred
+// callback, no scheduled flush, no socket waiting for its close callback.
+void Connection::MaybeFinishClose() {
+  if (!closing_ || deferred_scheduled_ || flush_scheduled_ || open_sockets_ > 0) return;
   std::function<void()> done = std::move(done_);
   delete this;
   if (done) done();
@@ -607,10 +677,12 @@ void Connection::HandleGone() {
 
 }  // namespace
 
-RedisConnection* RedisConnection::Create(uv_loop_t* loop, const RedisOptions& options, Mode mode,
-                                         Handlers handlers, bool keep_loop_alive) {
+RedisConnection* RedisConnection::Create(uv_loop_t* loop, Scheduler* scheduler,
+                                         const RedisOptions& options, Mode mode, Handlers handlers,
+                                         bool keep_loop_alive) {
   IgnoreDefaultSigpipe();
-  auto* connection = new Connection(loop, options, mode, std::move(handlers), keep_loop_alive);
+  auto* connection =
+      new Connection(loop, scheduler, options, mode, std::move(handlers), keep_loop_alive);
   connection->Start();
   return connection;
 }

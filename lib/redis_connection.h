@@ -1,25 +1,37 @@
-// RedisConnection: one hiredis async connection on a libuv loop, with the
-// timeouts, reconnects and error reporting that hiredis 0.14 lacks.
+// RedisConnection: the library's own Redis connection on a libuv loop — TCP,
+// unix socket or TLS — with the timeouts, reconnects and error reporting
+// that hiredis 0.14's async layer lacks. hiredis is used only for what it
+// does well: formatting commands and parsing replies.
 //
 // Contract:
 // - Every Command callback runs exactly once: with the reply, or with a non-ok
 //   Status. Never synchronously inside Command(). Never after Close's `done`.
 //   The code says whether the command may have run (lib/redis_errors.h):
-//   kUnavailable — never written (not connected): it did not run;
-//   kTimeout — written, but the answer was lost (command timeout, dropped
-//   connection): it may have run, now or later;
+//   kUnavailable — never written (not connected, write buffer full, or lost
+//   with the connection before it was written): it did not run;
+//   kTimeout — written, but no answer (command timeout, dropped connection):
+//   it may have run, now or later;
 //   kClosed — Close() ended it, written or not.
-// - The connection (re)connects by itself, forever, with exponential backoff
-//   and full jitter, until Close. Host names are resolved with uv_getaddrinfo.
-// - AUTH and SELECT from RedisOptions run before the connection counts as up;
-//   a failure there (e.g. WRONGPASS) is reported through on_state with its
-//   message and retried with backoff.
-// - A command that misses command_timeout_ms fails, and the connection is torn
-//   down and rebuilt (hiredis cannot cancel one command).
-// - In subscriber mode, every pub/sub reply (subscribe/unsubscribe
-//   confirmations and messages) goes to on_push; callers of Subscribe()/
-//   Unsubscribe() get no per-command callback (that is hiredis's RESP2 model).
-//
+// - A command past command_timeout_ms gets kTimeout at once; its reply, if it
+//   comes, is read and discarded, so the next reply still finds its command.
+//   The connection is torn down only when the server has sent nothing for
+//   the liveness bound (RedisOptions::liveness_timeout_ms) while a command
+//   waits: a slow server is not a dead one, and rebuilding the connection on
+//   every slow reply would multiply load exactly when the server is busiest.
+// - Commands issued in one loop turn go out in one write (pipelining). The
+//   bytes not yet taken by the kernel are bounded by max_unwritten_bytes;
+//   past it a command fails with kUnavailable.
+// - The connection (re)connects by itself, forever, with ReconnectBackoff,
+//   until Close. Host names are resolved with uv_getaddrinfo; every address
+//   is tried in the resolver's order.
+// - TLS (RedisOptions::tls) handshakes before anything else; a TLS failure
+//   is an attempt failure whose message names its cause (lib/tls_session.h).
+// - AUTH and SELECT from RedisOptions, then a PING, run before the connection
+//   counts as up; a failure there (e.g. WRONGPASS) is reported through
+//   on_state with its message and retried with backoff.
+// - In subscriber mode, every reply after the handshake (subscribe and
+//   unsubscribe confirmations, messages) goes to on_push in arrival order;
+//   Subscribe()/Unsubscribe() have no per-command callback (RESP2's model).
 // - Command() while the connection is not ready (connecting, backing off,
 //   mid-handshake) fails fast with kUnavailable, deferred to the loop, rather
 //   than queueing: callers have their own deadlines and fallbacks, and a queue
@@ -27,21 +39,24 @@
 //   connection error.
 // - on_state(true) comes once per established connection; on_state(false)
 //   after a lost connection and after every failed attempt, so it repeats
-//   while Redis stays down. No handler runs after Close().
-// - A connect or command timeout of 0 disables that timeout.
+//   while Redis stays down. A lost connection reports its down before the
+//   callbacks of the commands it carried run. No handler runs after Close().
+// - A connect, command or liveness timeout of 0 disables it.
 // - Dead peers: TCP keepalive (5 s idle, 3 probes 2 s apart) and
-//   TCP_USER_TIMEOUT (11 s) on every TCP socket; sockets are close-on-exec.
-//   A paused-but-alive server is caught only by command timeouts.
+//   TCP_USER_TIMEOUT (11 s) on every TCP socket (lib/socket_stream.cpp).
 //
-// SIGPIPE: hiredis writes with write(), and a write to a peer-closed socket
+// Deferred callbacks and every timer go through the group's Scheduler; the
+// only libuv handle of a connection is its socket.
+//
+// SIGPIPE: libuv writes with write(), and a write to a peer-closed socket
 // raises SIGPIPE, which kills a process by default. The first Create() sets
 // SIGPIPE to SIG_IGN if (and only if) it is still SIG_DFL; a handler or an
-// ignore the application installed is left alone. Per-socket suppression
-// (MSG_NOSIGNAL) is impossible with hiredis's plain write().
+// ignore the application installed is left alone.
 //
 // Lifetime: created with new, freed by itself after Close(done) completes
-// (done runs from the loop, after every pending callback). Not thread-safe:
-// use from the loop's thread. Handlers and callbacks must not throw.
+// (done runs from the loop, after every pending callback and after the socket's
+// close callback). The Scheduler must outlive it. Not thread-safe: use from
+// the loop's thread. Handlers and callbacks must not throw.
 #pragma once
 
 #include <uv.h>
@@ -51,6 +66,7 @@
 #include <vector>
 
 #include "redis_reply.h"
+#include "scheduler.h"
 #include "singleflight/options.h"
 #include "singleflight/status.h"
 
@@ -69,10 +85,10 @@ class RedisConnection {
   };
   using CommandCallback = std::function<void(const Status& status, const Reply& reply)>;
 
-  // Starts connecting at once. keep_loop_alive: Options::keep_loop_alive
-  // (lib/loop_ref.h).
-  static RedisConnection* Create(uv_loop_t* loop, const RedisOptions& options, Mode mode,
-                                 Handlers handlers, bool keep_loop_alive = true);
+  // Starts connecting from the loop. keep_loop_alive: Options::keep_loop_alive
+  // (lib/loop_ref.h), for the socket.
+  static RedisConnection* Create(uv_loop_t* loop, Scheduler* scheduler, const RedisOptions& options,
+                                 Mode mode, Handlers handlers, bool keep_loop_alive = true);
 
   virtual ~RedisConnection() = default;
 
@@ -88,7 +104,7 @@ class RedisConnection {
   virtual bool Subscribe(const std::vector<std::string>& channels) = 0;
   virtual bool Unsubscribe(const std::vector<std::string>& channels) = 0;
 
-  // Fails pending commands with kClosed, closes the socket and every handle,
+  // Fails pending commands with kClosed, closes the socket,
   // then calls done (which may be empty) and frees this object. Works in any
   // state (resolving, connecting, backing off, ready). Call it once; it may be
   // called from inside any handler or callback of this connection.

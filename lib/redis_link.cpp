@@ -11,18 +11,18 @@ namespace {
 
 class RealLink final : public RedisLink {
  public:
-  RealLink(uv_loop_t* loop, const RedisOptions& options, bool keep_loop_alive,
+  RealLink(uv_loop_t* loop, Scheduler* scheduler, const RedisOptions& options, bool keep_loop_alive,
            StateCallback on_state, StateCallback on_subscriber_state)
       : on_state_(std::move(on_state)) {
     RedisConnection::Handlers handlers;
     handlers.on_state = [this](bool up, const Status& why) { OnCommandState(up, why); };
-    command_ = RedisConnection::Create(loop, options, RedisConnection::Mode::kCommand,
+    command_ = RedisConnection::Create(loop, scheduler, options, RedisConnection::Mode::kCommand,
                                        std::move(handlers), keep_loop_alive);
     scripts_ = std::make_unique<ScriptRunner>(command_);
     Subscriber::Handlers subscriber_handlers;
     subscriber_handlers.on_state = std::move(on_subscriber_state);
-    subscriber_ = std::make_unique<Subscriber>(loop, options, std::move(subscriber_handlers),
-                                               keep_loop_alive);
+    subscriber_ = std::make_unique<Subscriber>(loop, scheduler, options,
+                                               std::move(subscriber_handlers), keep_loop_alive);
   }
 
   bool settled() const override { return settled_; }
@@ -77,12 +77,12 @@ class RealLink final : public RedisLink {
 
 }  // namespace
 
-std::unique_ptr<RedisLink> MakeRedisLink(uv_loop_t* loop, const RedisOptions& options,
-                                         bool keep_loop_alive,
+std::unique_ptr<RedisLink> MakeRedisLink(uv_loop_t* loop, Scheduler* scheduler,
+                                         const RedisOptions& options, bool keep_loop_alive,
                                          RedisLink::StateCallback on_command_state,
                                          RedisLink::StateCallback on_subscriber_state) {
-  return std::make_unique<RealLink>(loop, options, keep_loop_alive, std::move(on_command_state),
-                                    std::move(on_subscriber_state));
+  return std::make_unique<RealLink>(loop, scheduler, options, keep_loop_alive,
+                                    std::move(on_command_state), std::move(on_subscriber_state));
 }
 
 }  // namespace singleflight::internal

@@ -16,6 +16,7 @@
 
 #include "lua_scripts.h"
 #include "redis_reply.h"
+#include "scheduler.h"
 #include "singleflight/options.h"
 #include "singleflight/status.h"
 #include "subscriber.h"
@@ -72,8 +73,8 @@ class RedisLink {
 // The real link over two RedisConnections. `on_command_state` and
 // `on_subscriber_state` report each connection's ups and downs.
 // keep_loop_alive: Options::keep_loop_alive (lib/loop_ref.h).
-std::unique_ptr<RedisLink> MakeRedisLink(uv_loop_t* loop, const RedisOptions& options,
-                                         bool keep_loop_alive,
+std::unique_ptr<RedisLink> MakeRedisLink(uv_loop_t* loop, Scheduler* scheduler,
+                                         const RedisOptions& options, bool keep_loop_alive,
                                          RedisLink::StateCallback on_command_state,
                                          RedisLink::StateCallback on_subscriber_state);
 

@@ -17,12 +17,14 @@ bool IsText(const Reply& reply) {
 
 }  // namespace
 
-Subscriber::Subscriber(uv_loop_t* loop, const RedisOptions& options, Handlers handlers,
-                       bool keep_loop_alive)
+Subscriber::Subscriber(uv_loop_t* loop, Scheduler* scheduler, const RedisOptions& options,
+                       Handlers handlers, bool keep_loop_alive)
     : Subscriber(
           loop,
-          [loop, &options, keep_loop_alive](RedisConnection::Handlers connection_handlers) {
-            return RedisConnection::Create(loop, options, RedisConnection::Mode::kSubscriber,
+          [loop, scheduler, &options,
+           keep_loop_alive](RedisConnection::Handlers connection_handlers) {
+            return RedisConnection::Create(loop, scheduler, options,
+                                           RedisConnection::Mode::kSubscriber,
                                            std::move(connection_handlers), keep_loop_alive);
           },
           std::move(handlers), keep_loop_alive) {}

@@ -55,7 +55,7 @@ class Subscriber {
 
   // Creates the subscriber connection, which starts connecting at once.
   // keep_loop_alive: Options::keep_loop_alive (lib/loop_ref.h).
-  Subscriber(uv_loop_t* loop, const RedisOptions& options, Handlers handlers,
+  Subscriber(uv_loop_t* loop, Scheduler* scheduler, const RedisOptions& options, Handlers handlers,
              bool keep_loop_alive = true);
   // The same over a connection of the caller's making: the seam through which
   // tests and fuzzers play the server (confirmations, messages, garbage).

@@ -31,7 +31,7 @@ set -euo pipefail
 
 packages=(
   cmake g++ make pkg-config python3
-  libuv1-dev libhiredis-dev libmsgpack-cxx-dev
+  libuv1-dev libhiredis-dev libmsgpack-cxx-dev libssl-dev openssl
   redis-server redis-tools
   libgtest-dev libgmock-dev libbenchmark-dev
   libhttp-parser-dev

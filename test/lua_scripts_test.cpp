@@ -33,12 +33,13 @@ struct Answer {
 // A subscriber connection that records every pub/sub reply.
 class Subscriber {
  public:
-  Subscriber(uv_loop_t* loop, const RedisOptions& options) : loop_(loop) {
+  Subscriber(uv_loop_t* loop, internal::Scheduler* scheduler, const RedisOptions& options)
+      : loop_(loop) {
     RedisConnection::Handlers handlers;
     handlers.on_state = [this](bool up, const Status&) { up_ = up; };
     handlers.on_push = [this](const Reply& push) { pushes_.push_back(push); };
-    connection_ = RedisConnection::Create(loop, options, RedisConnection::Mode::kSubscriber,
-                                          std::move(handlers));
+    connection_ = RedisConnection::Create(loop, scheduler, options,
+                                          RedisConnection::Mode::kSubscriber, std::move(handlers));
   }
 
   // Returns once the server has confirmed the subscription.
@@ -79,6 +80,7 @@ class LuaScripts : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_EQ(uv_loop_init(&loop_), 0);  // first: TearDown closes it even after a skip
+    scheduler_ = std::make_unique<test::LoopScheduler>(&loop_);
     SF_START_REDIS(server_);
     options_.host = server_.host();
     options_.port = server_.port();
@@ -89,8 +91,8 @@ class LuaScripts : public ::testing::Test {
       ++connects_;
       runner_->OnConnected();
     };
-    connection_ = RedisConnection::Create(&loop_, options_, RedisConnection::Mode::kCommand,
-                                          std::move(handlers));
+    connection_ = RedisConnection::Create(&loop_, scheduler_->get(), options_,
+                                          RedisConnection::Mode::kCommand, std::move(handlers));
     runner_ = std::make_unique<ScriptRunner>(connection_);
     ASSERT_TRUE(RunUntil(&loop_, [&] { return up_; }));
     ASSERT_TRUE(RunUntil(&loop_, [&] { return AllShasKnown(); }));
@@ -103,6 +105,7 @@ class LuaScripts : public ::testing::Test {
     bool subscriber_closed = !subscriber_;
     if (subscriber_) subscriber_->Close(&subscriber_closed);
     EXPECT_TRUE(RunUntil(&loop_, [&] { return closed && subscriber_closed; }));
+    scheduler_.reset();
     EXPECT_TRUE(test::Drain(&loop_));
     EXPECT_EQ(uv_loop_close(&loop_), 0);
   }
@@ -129,7 +132,8 @@ class LuaScripts : public ::testing::Test {
   }
 
   Subscriber& subscriber() {
-    if (!subscriber_) subscriber_ = std::make_unique<Subscriber>(&loop_, options_);
+    if (!subscriber_)
+      subscriber_ = std::make_unique<Subscriber>(&loop_, scheduler_->get(), options_);
     return *subscriber_;
   }
 
@@ -138,6 +142,7 @@ class LuaScripts : public ::testing::Test {
 
   RedisServer server_;
   uv_loop_t loop_{};
+  std::unique_ptr<test::LoopScheduler> scheduler_;
   RedisOptions options_;
   RedisConnection* connection_ = nullptr;  // frees itself after Close
   std::unique_ptr<ScriptRunner> runner_;

@@ -109,12 +109,19 @@ bool Contains(const std::string& haystack, const std::string& needle) {
 // no-ops once the body is over.
 class RedisConnectionTest : public ::testing::Test {
  protected:
-  void SetUp() override { ASSERT_EQ(uv_loop_init(&loop_), 0); }
+  void SetUp() override {
+    ASSERT_EQ(uv_loop_init(&loop_), 0);
+    scheduler_ = std::make_unique<test::LoopScheduler>(&loop_);
+  }
 
   void TearDown() override {
     body_over_ = true;
-    for (RedisConnection* connection : open_) connection->Close([] {});
+    int open = static_cast<int>(open_.size());
+    auto closed = std::make_shared<int>(0);
+    for (RedisConnection* connection : open_) connection->Close([closed] { ++*closed; });
     open_.clear();
+    EXPECT_TRUE(RunUntil(&loop_, [&] { return *closed == open; }));
+    scheduler_.reset();
     EXPECT_TRUE(Drain(&loop_));
     EXPECT_EQ(uv_loop_close(&loop_), 0);
   }
@@ -135,7 +142,8 @@ class RedisConnectionTest : public ::testing::Test {
 
   RedisConnection* Connect(const RedisOptions& options, const Events& events,
                            RedisConnection::Mode mode = RedisConnection::Mode::kCommand) {
-    RedisConnection* connection = RedisConnection::Create(&loop_, options, mode, events.Handlers());
+    RedisConnection* connection =
+        RedisConnection::Create(&loop_, scheduler_->get(), options, mode, events.Handlers());
     open_.insert(connection);
     return connection;
   }
@@ -162,6 +170,7 @@ class RedisConnectionTest : public ::testing::Test {
   }
 
   uv_loop_t loop_;
+  std::unique_ptr<test::LoopScheduler> scheduler_;
 
  private:
   std::set<RedisConnection*> open_;  // created here, not yet closed
@@ -274,23 +283,52 @@ TEST_F(RedisConnectionTest, KilledServerFailsPendingCommandThenReconnects) {
   CloseAndWait(connection);
 }
 
-TEST_F(RedisConnectionTest, PausedServerTimesOutTheCommandAndReconnectsAfterResume) {
+// A slow server is not a dead one: the command that missed its deadline is
+// answered kTimeout at once, the connection stays, and the late reply is
+// discarded so that the next command still gets its own.
+TEST_F(RedisConnectionTest, TimedOutCommandKeepsTheConnectionAndItsLateReplyIsDropped) {
   RedisServer server;
   SF_START_REDIS(server);
   Events events;
   RedisOptions options = OptionsFor(server);
   options.command_timeout_ms = 100;
+  options.liveness_timeout_ms = 3600000;  // the pause must not reach it
+  RedisConnection* connection = Connect(options, events);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return events.ups == 1; }));
+  server.Pause();
+  Outcome late = RoundTrip(connection, {"ECHO", "late"});
+  EXPECT_EQ(late.status.code(), Code::kTimeout);  // written: it may have run
+  EXPECT_TRUE(Contains(late.status.message(), "timed out")) << late.status.ToString();
+  server.Resume();
+  Outcome next = RoundTrip(connection, {"ECHO", "next"});
+  ASSERT_TRUE(next.status.ok()) << next.status.ToString();
+  EXPECT_EQ(next.reply.str, "next");
+  EXPECT_EQ(late.calls, 1);
+  EXPECT_EQ(events.downs, 0);
+  EXPECT_EQ(events.ups, 1);
+  CloseAndWait(connection);
+}
+
+// A server silent past the liveness bound while a command waits is taken for
+// dead: the connection is rebuilt, and works again once the server does.
+TEST_F(RedisConnectionTest, ServerSilentPastTheLivenessBoundIsReconnected) {
+  RedisServer server;
+  SF_START_REDIS(server);
+  Events events;
+  RedisOptions options = OptionsFor(server);
+  options.command_timeout_ms = 100;  // liveness: the default 3 x 100 ms
   options.connect_timeout_ms = 100;
   RedisConnection* connection = Connect(options, events);
   ASSERT_TRUE(RunUntil(&loop_, [&] { return events.ups == 1; }));
   server.Pause();
   Outcome outcome = RoundTrip(connection, {"PING"});
-  EXPECT_EQ(outcome.status.code(), Code::kTimeout);  // written: it may have run
-  EXPECT_TRUE(Contains(outcome.status.message(), "timed out")) << outcome.status.ToString();
-  EXPECT_GE(events.downs, 1);
+  EXPECT_EQ(outcome.status.code(), Code::kTimeout);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return events.downs >= 1; }));
+  EXPECT_TRUE(Contains(events.last_down.message(), "no reply")) << events.last_down.ToString();
   server.Resume();
   ASSERT_TRUE(RunUntil(&loop_, [&] { return events.ups == 2; }));
   EXPECT_EQ(RoundTrip(connection, {"PING"}).reply.str, "PONG");
+  EXPECT_EQ(outcome.calls, 1);
   CloseAndWait(connection);
 }
 

@@ -53,13 +53,14 @@ class SubscriberTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_EQ(uv_loop_init(&loop_), 0);
+    scheduler_ = std::make_unique<test::LoopScheduler>(&loop_);
     SF_START_REDIS(server_);
     RedisOptions options;
     options.host = server_.host();
     options.port = server_.port();
     Subscriber::Handlers handlers;
     handlers.on_state = [this](bool up, const Status&) { up ? ++ups_ : ++downs_; };
-    subscriber_ = std::make_unique<Subscriber>(&loop_, options, handlers);
+    subscriber_ = std::make_unique<Subscriber>(&loop_, scheduler_->get(), options, handlers);
     ASSERT_TRUE(RunUntil(&loop_, [&] { return ups_ == 1; }));
   }
 
@@ -70,6 +71,7 @@ class SubscriberTest : public ::testing::Test {
       EXPECT_TRUE(RunUntil(&loop_, [&] { return done; }));
       subscriber_.reset();
     }
+    scheduler_.reset();
     EXPECT_TRUE(Drain(&loop_));
     EXPECT_EQ(uv_loop_close(&loop_), 0);
   }
@@ -85,6 +87,7 @@ class SubscriberTest : public ::testing::Test {
   }
 
   uv_loop_t loop_;
+  std::unique_ptr<test::LoopScheduler> scheduler_;
   RedisServer server_;
   std::unique_ptr<Subscriber> subscriber_;
   int ups_ = 0;

@@ -14,6 +14,26 @@
 
 namespace singleflight {
 
+// TLS to Redis (rediss://), with OpenSSL. Verification is on by default: the
+// server's chain against the CAs below and its name against server_name (or
+// the host when that is empty; an IP address is matched against the
+// certificate's IP entries). TLS 1.2 is the minimum.
+struct TlsOptions {
+  bool enabled = false;
+  // Trusted CAs: a PEM bundle and/or a hashed directory. Both empty: the
+  // system's default store (e.g. /etc/ssl/certs on Debian).
+  std::string ca_file;
+  std::string ca_dir;
+  // A client certificate (PEM chain) and its key, for mutual TLS.
+  std::string cert_file;
+  std::string key_file;
+  // The name sent as SNI and checked against the certificate; empty = host.
+  std::string server_name;
+  // false skips every check of the server's certificate: for tests only (a
+  // warning is printed once per process).
+  bool verify_peer = true;
+};
+
 // Where Redis is and how to talk to it. Redis is used only when `host` or
 // `unix_socket` is non-empty; otherwise the group is local-only.
 struct RedisOptions {
@@ -28,14 +48,22 @@ struct RedisOptions {
   std::string password;
   // SELECT db after connecting (0 = leave the default).
   int db = 0;
+  TlsOptions tls;
 
   // A connection attempt (resolve + TCP + AUTH + SELECT) that takes longer
   // than this fails and is retried with backoff.
   uint32_t connect_timeout_ms = 2000;
-  // A command without a reply within this time fails with kUnavailable, and the
-  // connection is torn down: hiredis 0.14 cannot cancel one command, and a
-  // server that misses one deadline is not trusted with the next.
+  // A command without a reply within this time fails with kTimeout at once
+  // (it may still run on the server); its late reply is discarded. The
+  // connection stays up: a slow server is not a dead one.
   uint32_t command_timeout_ms = 2000;
+  // A connection whose server has sent nothing for this long while a command
+  // waits for its reply is torn down and rebuilt (0 = 3 x command_timeout_ms;
+  // with command_timeout_ms 0 as well, never).
+  uint32_t liveness_timeout_ms = 0;
+  // Commands not yet written to the socket are bounded: past this many bytes
+  // a command fails at once with kUnavailable instead of queueing.
+  size_t max_unwritten_bytes = 64u << 20;
   // Reconnect backoff: starts at the minimum, doubles up to the maximum, with
   // full jitter so that a fleet does not reconnect in lockstep.
   uint32_t reconnect_min_ms = 50;

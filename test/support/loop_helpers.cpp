@@ -1,5 +1,7 @@
 #include "support/loop_helpers.h"
 
+#include "uv_scheduler.h"
+
 namespace singleflight::test {
 namespace {
 
@@ -47,6 +49,13 @@ bool Drain(uv_loop_t* loop, uint64_t timeout_ms) {
   CloseGuard(guard);
   if (drained) uv_run(loop, UV_RUN_DEFAULT);
   return drained;
+}
+
+LoopScheduler::LoopScheduler(uv_loop_t* loop)
+    : scheduler_(new internal::UvScheduler(loop, /*keep_loop_alive=*/true)) {}
+
+LoopScheduler::~LoopScheduler() {
+  scheduler_->Shutdown(nullptr);
 }
 
 }  // namespace singleflight::test

@@ -7,7 +7,25 @@
 #include <cstdint>
 #include <functional>
 
+#include "scheduler.h"
+
 namespace singleflight::test {
+
+// The production scheduler on a test's loop, for tests that build
+// connections by hand (a Group makes its own). Shut down by the destructor,
+// whose handles then close on the next Drain: destroy it after everything
+// built on it has closed, before draining the loop.
+class LoopScheduler {
+ public:
+  explicit LoopScheduler(uv_loop_t* loop);
+  ~LoopScheduler();
+  LoopScheduler(const LoopScheduler&) = delete;
+  LoopScheduler& operator=(const LoopScheduler&) = delete;
+  internal::Scheduler* get() const { return scheduler_; }
+
+ private:
+  internal::Scheduler* scheduler_;  // a UvScheduler; frees itself after Shutdown
+};
 
 // Runs `loop` until `done()` holds or `timeout_ms` passes. Returns done().
 // The timeout is a hang guard, not a timing assertion: generous enough for a
