@@ -118,7 +118,8 @@ Status TakeCredentials(std::string_view* authority, std::string_view url, RedisO
   return Status::Ok();
 }
 
-// "?db=N": the only query parameter before TLS exists.
+// "?db=N" and, for rediss://, the TLS files and names. Values are
+// percent-decoded (a path may hold any byte).
 Status ParseQuery(std::string_view query, std::string_view url, RedisOptions* r) {
   while (!query.empty()) {
     size_t amp = query.find('&');
@@ -126,13 +127,38 @@ Status ParseQuery(std::string_view query, std::string_view url, RedisOptions* r)
     query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
     size_t eq = pair.find('=');
     std::string_view name = pair.substr(0, eq);
-    std::string_view value =
-        eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1);
+    std::string value;
+    if (eq != std::string_view::npos && !PercentDecode(pair.substr(eq + 1), &value)) {
+      return Invalid("bad %-escape in " + std::string(name), url);
+    }
+    bool is_tls = name.substr(0, 4) == "tls_";
+    if (is_tls && !r->tls.enabled) {
+      return Invalid(std::string(name) + " needs rediss:// (TLS)", url);
+    }
+    if (is_tls && name != "tls_verify" && value.empty()) {
+      return Invalid(std::string(name) + " is empty", url);
+    }
     if (name == "db") {
       if (!ParseNumber(value, 0, INT32_MAX, &r->db)) return Invalid("db is not a number", url);
+    } else if (name == "tls_ca") {
+      r->tls.ca_file = value;
+    } else if (name == "tls_ca_dir") {
+      r->tls.ca_dir = value;
+    } else if (name == "tls_cert") {
+      r->tls.cert_file = value;
+    } else if (name == "tls_key") {
+      r->tls.key_file = value;
+    } else if (name == "tls_server_name") {
+      r->tls.server_name = value;
+    } else if (name == "tls_verify") {
+      if (value != "0" && value != "1") return Invalid("tls_verify is 0 or 1", url);
+      r->tls.verify_peer = value == "1";
     } else {
       return Invalid("unknown parameter \"" + std::string(name) + "\"", url);
     }
+  }
+  if (r->tls.cert_file.empty() != r->tls.key_file.empty()) {
+    return Invalid("tls_cert and tls_key go together", url);
   }
   return Status::Ok();
 }
@@ -186,6 +212,7 @@ Status Options::FromUrl(std::string_view url, Options* out) {
   r.username.clear();
   r.password.clear();
   r.db = 0;
+  r.tls = TlsOptions{};
   if (url.empty()) return Invalid("empty", url);
   size_t scheme_end = url.find("://");
   Status status;
@@ -199,13 +226,16 @@ Status Options::FromUrl(std::string_view url, Options* out) {
     std::string_view rest = url.substr(scheme_end + 3);
     if (scheme == "redis") {
       status = ParseRedis(rest, url, &r);
+    } else if (scheme == "rediss") {
+      r.tls.enabled = true;
+      status = ParseRedis(rest, url, &r);
     } else if (scheme == "unix") {
       status = ParseUnix(rest, url, &r);
-    } else if (scheme == "rediss" || scheme == "redis+sentinel") {
-      status = Invalid(std::string(scheme) +
-                           ":// is not supported yet (TLS and Sentinel need the library's own "
-                           "transport); use redis:// or unix://",
-                       url);
+    } else if (scheme == "redis+sentinel") {
+      status = Invalid(
+          "redis+sentinel:// is not supported yet (no Sentinel discovery); "
+          "use redis://, rediss:// or unix://",
+          url);
     } else {
       status = Invalid("unknown scheme \"" + std::string(scheme) + "\"", url);
     }

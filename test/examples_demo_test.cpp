@@ -70,7 +70,7 @@ TEST(ExamplesDemoTest, ReachesRedisByUrlWithPasswordSocketAndDb) {
 }
 
 TEST(ExamplesDemoTest, ABadRedisUrlIsRefusedWithTheReason) {
-  DemoRun run = RunDemo({"--redis-url", "rediss://:hunter2@h:6380"});
+  DemoRun run = RunDemo({"--redis-url", "redis+sentinel://:hunter2@h:26379/m"});
   ASSERT_TRUE(run.ended);
   EXPECT_TRUE(WIFEXITED(run.status) && WEXITSTATUS(run.status) == 2);
 }

@@ -75,9 +75,40 @@ TEST(RedisUrlTest, KeepsTheTimeoutsAndReplacesTheAddress) {
   EXPECT_EQ(options.redis.command_timeout_ms, 123u);
 }
 
+TEST(RedisUrlTest, RedissTurnsOnTlsWithItsFilesAndNames) {
+  RedisOptions plain = Parse("redis://h:6380");
+  EXPECT_FALSE(plain.tls.enabled);
+  RedisOptions r = Parse("rediss://:pw@cache.example:6380/2");
+  EXPECT_TRUE(r.tls.enabled);
+  EXPECT_TRUE(r.tls.verify_peer);
+  EXPECT_EQ(r.host, "cache.example");
+  EXPECT_EQ(r.port, 6380);
+  EXPECT_EQ(r.db, 2);
+  EXPECT_EQ(r.password, "pw");
+  EXPECT_TRUE(r.tls.ca_file.empty());  // the system's CAs
+  r = Parse(
+      "rediss://10.0.0.5?tls_ca=/etc/ca%20dir/ca.pem&tls_cert=/c.pem&tls_key=/k.pem"
+      "&tls_server_name=redis.internal&tls_ca_dir=/cas&tls_verify=0");
+  EXPECT_EQ(r.port, 6379);
+  EXPECT_EQ(r.tls.ca_file, "/etc/ca dir/ca.pem");
+  EXPECT_EQ(r.tls.ca_dir, "/cas");
+  EXPECT_EQ(r.tls.cert_file, "/c.pem");
+  EXPECT_EQ(r.tls.key_file, "/k.pem");
+  EXPECT_EQ(r.tls.server_name, "redis.internal");
+  EXPECT_FALSE(r.tls.verify_peer);
+}
+
+TEST(RedisUrlTest, TlsParametersAreChecked) {
+  EXPECT_NE(Error("redis://h?tls_ca=/ca.pem").find("tls_ca needs rediss://"), std::string::npos);
+  EXPECT_NE(Error("rediss://h?tls_cert=/c.pem").find("tls_cert and tls_key go together"),
+            std::string::npos);
+  EXPECT_NE(Error("rediss://h?tls_verify=no").find("tls_verify is 0 or 1"), std::string::npos);
+  EXPECT_NE(Error("rediss://h?tls_ca=").find("tls_ca is empty"), std::string::npos);
+  EXPECT_NE(Error("rediss://h?tls_sni=x").find("unknown parameter"), std::string::npos);
+}
+
 TEST(RedisUrlTest, RefusesWhatItCannotHonour) {
   EXPECT_NE(Error("").find("empty"), std::string::npos);
-  EXPECT_NE(Error("rediss://h:6380").find("rediss:// is not supported yet"), std::string::npos);
   EXPECT_NE(Error("redis+sentinel://s1:26379,s2:26379/mymaster").find("not supported yet"),
             std::string::npos);
   EXPECT_NE(Error("http://h").find("unknown scheme"), std::string::npos);

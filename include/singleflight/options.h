@@ -81,15 +81,17 @@ enum class DegradedMode {
 };
 
 struct Options {
-  // Sets `redis`'s address, credentials and db from a Redis URL, the
-  // convention of redis-py, ioredis and node-redis (README "Redis URLs"):
+  // Sets `redis`'s address, credentials, db and TLS from a Redis URL, the
+  // convention of redis-py, ioredis and node-redis (README "Connecting"):
   //   redis://[[user]:password@]host[:port][/db]   (port 6379; [v6] hosts)
+  //   rediss://...same...[?tls_ca=FILE&tls_ca_dir=DIR&tls_cert=FILE&tls_key=FILE
+  //                      &tls_server_name=NAME&tls_verify=0]   (TLS)
   //   unix://[[user]:password@]/path[?db=N]
   //   host:port
-  // User and password are percent-decoded. The other fields of `redis` (the
-  // timeouts) are left as they are. rediss:// (TLS) and redis+sentinel://
-  // are refused until the library's own transport exists. On error: an
-  // kInvalidArgument saying what is wrong, and *out is unchanged.
+  // User, password and parameter values are percent-decoded. The other fields
+  // of `redis` (the timeouts) are left as they are. redis+sentinel:// is
+  // refused until Sentinel discovery exists. On error: an kInvalidArgument
+  // saying what is wrong, and *out is unchanged.
   static Status FromUrl(std::string_view url, Options* out);
 
   RedisOptions redis;
