@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <thread>
 
@@ -86,6 +87,7 @@ pid_t ServerPid(redisContext* c) {
 
 }  // namespace
 
+RedisServer::RedisServer() : RedisServer(Config{}) {}
 RedisServer::RedisServer(Config config) : config_(std::move(config)) {}
 
 RedisServer::~RedisServer() {
@@ -101,6 +103,11 @@ bool RedisServer::Start() {
     std::string pattern = (std::filesystem::temp_directory_path() / "sf-redis-XXXXXX").string();
     if (mkdtemp(pattern.data()) == nullptr) return false;
     dir_ = pattern;
+    if (!config_.config_file.empty()) {
+      std::ofstream file(config_path());
+      file << config_.config_file;
+      if (!file.flush()) return false;
+    }
   }
   for (int attempt = 0; attempt < kPortAttempts; ++attempt) {
     port_ = FreePort();
@@ -140,6 +147,8 @@ bool RedisServer::Launch() {
                                    unix_socket(),
                                    "--unixsocketperm",
                                    "700"};
+  // redis-server takes a config file only as its first argument.
+  if (!config_.config_file.empty()) args.insert(args.begin() + 1, config_path());
   if (!config_.requirepass.empty()) {
     args.insert(args.end(), {"--requirepass", config_.requirepass});
   }

@@ -2,7 +2,8 @@
 // (and a unix socket in its temp dir), with the faults tests need to inject:
 // kill, stop, pause, restart on the same port, commands that block the server
 // (a long script, DEBUG SLEEP) sent without waiting for their reply, and a
-// replica of another RedisServer.
+// replica of another RedisServer. The same binary runs as a Sentinel given a
+// config file and --sentinel (see SentinelSet).
 //
 // Not thread-safe. The server is a child process of the test; the destructor
 // stops it and removes its directory.
@@ -25,12 +26,21 @@ class RedisServer {
     std::string requirepass;
     // Appended to the command line, e.g. {"--user", "alice", "on", ">pw", "~sf:*", "+@all"}.
     std::vector<std::string> extra_args;
+    // The text of a config file, written to redis.conf in the server's
+    // directory on the first Start and kept across restarts; the command line
+    // overrides it. A Sentinel requires one (extra_args {"--sentinel"}) and
+    // rewrites it with its state. (Default-initialised, so that the
+    // {requirepass, extra_args} initialisers in tests need not name it.)
+    std::string config_file = {};
   };
 
   // The configuration of a read-only replica of `master` (replicaof).
   static Config ReplicaOf(const RedisServer& master);
 
-  explicit RedisServer(Config config = {});
+  // Two constructors, not a `Config config = {}` default argument: GCC
+  // rejects that for a nested struct with default member initialisers.
+  RedisServer();
+  explicit RedisServer(Config config);
   ~RedisServer();
   RedisServer(const RedisServer&) = delete;
   RedisServer& operator=(const RedisServer&) = delete;
@@ -54,6 +64,8 @@ class RedisServer {
   std::string host() const { return "127.0.0.1"; }
   std::string unix_socket() const { return dir_.empty() ? std::string() : dir_ + "/redis.sock"; }
   pid_t pid() const { return pid_; }
+  // The server's temp directory (its log is redis.log there); empty before Start.
+  const std::string& dir() const { return dir_; }
 
   // A synchronous command on a fresh blocking connection (test side only,
   // never on a loop). Authenticates with Config::requirepass if set. A
@@ -87,6 +99,7 @@ class RedisServer {
   bool WaitForReplicas(int count);
 
  private:
+  std::string config_path() const { return dir_ + "/redis.conf"; }
   bool Launch();
   bool WaitReady();
   void Reap(int signal);
