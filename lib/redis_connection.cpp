@@ -12,6 +12,7 @@
 
 #include "hiredis_reply.h"
 #include "reconnect_backoff.h"
+#include "sentinel.h"
 #include "socket_stream.h"
 #include "tls_session.h"
 
@@ -94,10 +95,22 @@ class Connection final : public RedisConnection, private SocketStream::Owner {
   void OnResolved(int status, const struct addrinfo* result);
 
  private:
-  enum class State { kBackoff, kResolving, kConnecting, kTls, kHandshake, kReady, kClosed };
+  enum class State {
+    kBackoff,
+    kDiscovering,
+    kResolving,
+    kConnecting,
+    kTls,
+    kHandshake,
+    kReady,
+    kClosed
+  };
 
   // Connection attempts.
   void StartAttempt();
+  void Discover();
+  void OnMasterFound(const Status& status, const std::string& host, int port);
+  void OnSwitch(const std::string& host, int port);
   void Resolve();
   void ConnectTo(const std::string& ip);
   void StartTls();
@@ -106,6 +119,7 @@ class Connection final : public RedisConnection, private SocketStream::Owner {
   void Lost(const Status& why);
   void DropSocket();
   void CancelResolve();
+  void CancelLookup();
   void OnAttemptTimer();
   std::string Address() const;
 
@@ -128,6 +142,7 @@ class Connection final : public RedisConnection, private SocketStream::Owner {
   void Defer(CommandCallback callback, Status status);
   void RunDeferred();
   void MaybeFinishClose();
+  void ChildGone();
 
   uv_loop_t* loop_;
   Scheduler* scheduler_;
@@ -149,6 +164,15 @@ class Connection final : public RedisConnection, private SocketStream::Owner {
   uint64_t attempt_ = 0;
   bool heard_from_server_ = false;  // any byte this attempt
   ResolveRequest* resolve_ = nullptr;
+  // Where this attempt connects: the configured host, or the master the
+  // sentinels named.
+  std::string target_host_;
+  int target_port_ = 0;
+  // Sentinel only: this attempt's question to the sentinels, the failover
+  // listener, and how many of the two have yet to report they are gone.
+  std::shared_ptr<MasterLookup> lookup_;
+  std::unique_ptr<SwitchWatcher> watcher_;
+  int open_children_ = 0;
   std::deque<std::string> addresses_;  // resolved addresses this attempt has yet to try
   Status last_error_ = Unavailable("not connected yet");
   ReconnectBackoff backoff_;
@@ -187,11 +211,20 @@ Connection::~Connection() {
 // Create has returned.
 void Connection::Start() {
   attempt_timer_ = scheduler_->After(0, [this] { OnAttemptTimer(); });
+  if (options_.sentinel.enabled() && !options_.sentinel.sentinels.empty()) {
+    ++open_children_;
+    watcher_ = std::make_unique<SwitchWatcher>(
+        loop_, scheduler_, options_, keep_loop_alive_,
+        [this](const std::string& host, int port) { OnSwitch(host, port); });
+  }
 }
 
 std::string Connection::Address() const {
   if (!options_.unix_socket.empty()) return options_.unix_socket;
-  return options_.host + ":" + std::to_string(options_.port);
+  std::string address = target_host_ + ":" + std::to_string(target_port_);
+  if (!options_.sentinel.enabled()) return address;
+  return "master \"" + options_.sentinel.master_name + "\"" +
+         (target_host_.empty() ? std::string() : " at " + address);
 }
 
 void Connection::StartAttempt() {
@@ -203,17 +236,70 @@ void Connection::StartAttempt() {
   if (options_.connect_timeout_ms > 0) {
     attempt_timer_ = scheduler_->After(options_.connect_timeout_ms, [this] { OnAttemptTimer(); });
   }
-  if (!options_.unix_socket.empty()) {
+  target_host_ = options_.host;
+  target_port_ = options_.port;
+  if (options_.sentinel.enabled()) {
+    Discover();
+  } else if (!options_.unix_socket.empty()) {
     state_ = State::kConnecting;
     int error = 0;
     socket_ =
         SocketStream::ConnectUnix(loop_, options_.unix_socket, this, keep_loop_alive_, &error);
     ++open_sockets_;
-  } else if (IsIpLiteral(options_.host)) {
-    ConnectTo(options_.host);
+  } else if (IsIpLiteral(target_host_)) {
+    ConnectTo(target_host_);
   } else {
     Resolve();
   }
+}
+
+// Every attempt asks the sentinels afresh: after a failover the master is
+// elsewhere, and the attempt is what follows it.
+void Connection::Discover() {
+  if (options_.sentinel.sentinels.empty()) {
+    Lost(Unavailable("Sentinel for \"" + options_.sentinel.master_name +
+                     "\" but no sentinels configured"));
+    return;
+  }
+  state_ = State::kDiscovering;
+  target_host_.clear();
+  ++open_children_;
+  lookup_ = MasterLookup::Start(
+      loop_, scheduler_, options_, keep_loop_alive_,
+      [this](const Status& status, const std::string& host, int port) {
+        OnMasterFound(status, host, port);
+      },
+      [this] { ChildGone(); });
+}
+
+void Connection::OnMasterFound(const Status& status, const std::string& host, int port) {
+  lookup_.reset();  // it reports itself gone when its connection has closed
+  if (!status.ok()) {
+    Lost(status);
+    return;
+  }
+  target_host_ = host;
+  target_port_ = port;
+  if (IsIpLiteral(host)) {
+    ConnectTo(host);
+  } else {
+    Resolve();
+  }
+}
+
+// The sentinels promoted another server: drop this connection now rather
+// than wait to notice the old master's death (or, worse, keep writing to it
+// if it lives on, partitioned, as a master that will be demoted).
+void Connection::OnSwitch(const std::string& host, int port) {
+  if (state_ != State::kReady && state_ != State::kHandshake && state_ != State::kTls) return;
+  if (host == target_host_ && port == target_port_) return;
+  Lost(Unavailable("failover: the sentinels moved master \"" + options_.sentinel.master_name +
+                   "\" to " + host + ":" + std::to_string(port)));
+}
+
+void Connection::ChildGone() {
+  --open_children_;
+  MaybeFinishClose();
 }
 
 void Connection::Resolve() {
@@ -229,10 +315,10 @@ void Connection::Resolve() {
         uv_freeaddrinfo(result);
         delete request;
       },
-      options_.host.c_str(), nullptr, &hints);
+      target_host_.c_str(), nullptr, &hints);
   if (rc != 0) {
     delete request;
-    Lost(Unavailable("resolve " + options_.host + ": " + uv_strerror(rc)));
+    Lost(Unavailable("resolve " + target_host_ + ": " + uv_strerror(rc)));
     return;
   }
   state_ = State::kResolving;
@@ -243,7 +329,7 @@ void Connection::OnResolved(int status, const struct addrinfo* result) {
   resolve_->owner = nullptr;
   resolve_ = nullptr;
   if (status != 0 || result == nullptr) {
-    Lost(Unavailable("resolve " + options_.host + ": " + uv_strerror(status)));
+    Lost(Unavailable("resolve " + target_host_ + ": " + uv_strerror(status)));
     return;
   }
   // A name like "localhost" often lists ::1 first while the server listens
@@ -261,7 +347,7 @@ void Connection::OnResolved(int status, const struct addrinfo* result) {
     addresses_.emplace_back(ip);
   }
   if (addresses_.empty()) {
-    Lost(Unavailable("resolve " + options_.host + ": no usable address"));
+    Lost(Unavailable("resolve " + target_host_ + ": no usable address"));
     return;
   }
   std::string first = std::move(addresses_.front());
@@ -276,10 +362,16 @@ void Connection::CancelResolve() {
   resolve_ = nullptr;
 }
 
+void Connection::CancelLookup() {
+  if (lookup_ == nullptr) return;
+  lookup_->Cancel();
+  lookup_.reset();
+}
+
 void Connection::ConnectTo(const std::string& ip) {
   state_ = State::kConnecting;
   int error = 0;
-  socket_ = SocketStream::ConnectTcp(loop_, ip, options_.port, this, keep_loop_alive_, &error);
+  socket_ = SocketStream::ConnectTcp(loop_, ip, target_port_, this, keep_loop_alive_, &error);
   if (socket_ == nullptr) {
     Lost(Unavailable("connect to " + Address() + ": " + uv_strerror(error)));
     return;
@@ -309,8 +401,7 @@ void Connection::OnSocketConnected(int status) {
 void Connection::StartTls() {
   state_ = State::kTls;
   Status error;
-  tls_ =
-      TlsSession::Create(options_.tls, options_.unix_socket.empty() ? options_.host : "", &error);
+  tls_ = TlsSession::Create(options_.tls, options_.unix_socket.empty() ? target_host_ : "", &error);
   std::string wire;
   if (tls_ != nullptr) error = tls_->Start(&wire);
   if (tls_ == nullptr || !error.ok()) {
@@ -333,6 +424,8 @@ void Connection::SendHandshake() {
     }
   }
   if (options_.db != 0) steps.push_back({"SELECT", std::to_string(options_.db)});
+  // Behind Sentinel the server named may have been demoted since.
+  if (options_.sentinel.enabled()) steps.push_back({"ROLE"});
   steps.push_back({"PING"});
   for (size_t i = 0; i < steps.size(); ++i) {
     bool last = i + 1 == steps.size();
@@ -344,6 +437,10 @@ void Connection::SendHandshake() {
       if (!status.ok() || attempt != attempt_ || state_ != State::kHandshake) return;
       if (reply.is_error()) {
         Lost(Unavailable(verb + " failed: " + reply.str));
+      } else if (verb == "ROLE" && (reply.elements.empty() || reply.elements[0].str != "master")) {
+        Lost(Unavailable(Address() + " is a " +
+                         (reply.elements.empty() ? "server of no role" : reply.elements[0].str) +
+                         " now, not the master (a failover in progress?)"));
       } else if (last) {
         Ready();
       }
@@ -367,6 +464,7 @@ void Connection::Lost(const Status& why) {
   if (closing_) return;
   DropSocket();
   CancelResolve();
+  CancelLookup();
   scheduler_->Cancel(command_timer_);
   for (PendingCommand& command : pending_) {
     if (!command.callback) continue;  // answered by its timeout already
@@ -652,6 +750,8 @@ void Connection::Close(std::function<void()> done) {
   Status closed(Code::kClosed, "connection closed");
   DropSocket();
   CancelResolve();
+  CancelLookup();
+  if (watcher_ != nullptr) watcher_->Close([this] { ChildGone(); });
   state_ = State::kClosed;
   scheduler_->Cancel(attempt_timer_);
   scheduler_->Cancel(command_timer_);
@@ -669,7 +769,10 @@ void Connection::Close(std::function<void()> done) {
 // The object's life ends when nothing of it is left on the loop: no deferred
 // callback, no scheduled flush, no socket waiting for its close callback.
 void Connection::MaybeFinishClose() {
-  if (!closing_ || deferred_scheduled_ || flush_scheduled_ || open_sockets_ > 0) return;
+  if (!closing_ || deferred_scheduled_ || flush_scheduled_ || open_sockets_ > 0 ||
+      open_children_ > 0) {
+    return;
+  }
   std::function<void()> done = std::move(done_);
   delete this;
   if (done) done();

@@ -150,6 +150,10 @@ Status ParseQuery(std::string_view query, std::string_view url, RedisOptions* r)
       r->tls.key_file = value;
     } else if (name == "tls_server_name") {
       r->tls.server_name = value;
+    } else if (name == "sentinel_password" && r->sentinel.enabled()) {
+      r->sentinel.password = value;
+    } else if (name == "sentinel_user" && r->sentinel.enabled()) {
+      r->sentinel.username = value;
     } else if (name == "tls_verify") {
       if (value != "0" && value != "1") return Invalid("tls_verify is 0 or 1", url);
       r->tls.verify_peer = value == "1";
@@ -188,6 +192,42 @@ Status ParseRedis(std::string_view rest, std::string_view url, RedisOptions* r) 
   return status;
 }
 
+// "[creds@]host[:port][,host[:port]...]/master_name[/db][?query]"; each
+// sentinel's port defaults to 26379.
+Status ParseSentinel(std::string_view rest, std::string_view url, RedisOptions* r) {
+  std::string_view query = TakeQuery(&rest);
+  size_t slash = rest.find('/');
+  if (slash == std::string_view::npos) return Invalid("no master name (.../master_name)", url);
+  std::string_view authority = rest.substr(0, slash);
+  std::string_view path = rest.substr(slash + 1);
+  Status status = TakeCredentials(&authority, url, r);
+  if (!status.ok()) return status;
+  while (status.ok()) {
+    size_t comma = authority.find(',');
+    RedisOptions one;
+    one.port = 26379;
+    status = ParseHostPort(authority.substr(0, comma), url, &one);
+    if (status.ok()) r->sentinel.sentinels.push_back({one.host, one.port});
+    if (comma == std::string_view::npos) break;
+    authority = authority.substr(comma + 1);
+  }
+  if (!status.ok()) return status;
+  size_t db_slash = path.find('/');
+  std::string master;
+  if (!PercentDecode(path.substr(0, db_slash), &master)) {
+    return Invalid("bad %-escape in the master name", url);
+  }
+  if (master.empty()) return Invalid("no master name (.../master_name)", url);
+  r->sentinel.master_name = master;
+  if (db_slash != std::string_view::npos) {
+    std::string_view db = path.substr(db_slash + 1);
+    if (!ParseNumber(db, 0, INT32_MAX, &r->db)) {
+      return Invalid("db \"" + std::string(db) + "\" is not a number", url);
+    }
+  }
+  return ParseQuery(query, url, r);
+}
+
 Status ParseUnix(std::string_view rest, std::string_view url, RedisOptions* r) {
   std::string_view query = TakeQuery(&rest);
   size_t slash = rest.find('/');
@@ -213,6 +253,7 @@ Status Options::FromUrl(std::string_view url, Options* out) {
   r.password.clear();
   r.db = 0;
   r.tls = TlsOptions{};
+  r.sentinel = SentinelOptions{};
   if (url.empty()) return Invalid("empty", url);
   size_t scheme_end = url.find("://");
   Status status;
@@ -231,11 +272,9 @@ Status Options::FromUrl(std::string_view url, Options* out) {
       status = ParseRedis(rest, url, &r);
     } else if (scheme == "unix") {
       status = ParseUnix(rest, url, &r);
-    } else if (scheme == "redis+sentinel") {
-      status = Invalid(
-          "redis+sentinel:// is not supported yet (no Sentinel discovery); "
-          "use redis://, rediss:// or unix://",
-          url);
+    } else if (scheme == "redis+sentinel" || scheme == "rediss+sentinel") {
+      r.tls.enabled = scheme == "rediss+sentinel";
+      status = ParseSentinel(rest, url, &r);
     } else {
       status = Invalid("unknown scheme \"" + std::string(scheme) + "\"", url);
     }

@@ -98,6 +98,26 @@ TEST(RedisUrlTest, RedissTurnsOnTlsWithItsFilesAndNames) {
   EXPECT_FALSE(r.tls.verify_peer);
 }
 
+TEST(RedisUrlTest, SentinelListsTheSentinelsAndTheMaster) {
+  RedisOptions r = Parse(
+      "redis+sentinel://:pw@10.0.0.1,10.0.0.2:26380,[::1]/my%20master/4"
+      "?sentinel_password=spw&sentinel_user=watcher");
+  EXPECT_TRUE(r.enabled());
+  EXPECT_TRUE(r.host.empty());
+  ASSERT_EQ(r.sentinel.sentinels.size(), 3u);
+  EXPECT_EQ(r.sentinel.sentinels[0].host, "10.0.0.1");
+  EXPECT_EQ(r.sentinel.sentinels[0].port, 26379);
+  EXPECT_EQ(r.sentinel.sentinels[1].port, 26380);
+  EXPECT_EQ(r.sentinel.sentinels[2].host, "::1");
+  EXPECT_EQ(r.sentinel.master_name, "my master");
+  EXPECT_EQ(r.db, 4);
+  EXPECT_EQ(r.password, "pw");
+  EXPECT_EQ(r.sentinel.password, "spw");
+  EXPECT_EQ(r.sentinel.username, "watcher");
+  EXPECT_FALSE(r.tls.enabled);
+  EXPECT_TRUE(Parse("rediss+sentinel://s/m?tls_ca=/ca.pem").tls.enabled);
+}
+
 TEST(RedisUrlTest, TlsParametersAreChecked) {
   EXPECT_NE(Error("redis://h?tls_ca=/ca.pem").find("tls_ca needs rediss://"), std::string::npos);
   EXPECT_NE(Error("rediss://h?tls_cert=/c.pem").find("tls_cert and tls_key go together"),
@@ -109,8 +129,10 @@ TEST(RedisUrlTest, TlsParametersAreChecked) {
 
 TEST(RedisUrlTest, RefusesWhatItCannotHonour) {
   EXPECT_NE(Error("").find("empty"), std::string::npos);
-  EXPECT_NE(Error("redis+sentinel://s1:26379,s2:26379/mymaster").find("not supported yet"),
-            std::string::npos);
+  EXPECT_NE(Error("redis+sentinel://s1,s2").find("no master name"), std::string::npos);
+  EXPECT_NE(Error("redis+sentinel://s1/").find("no master name"), std::string::npos);
+  EXPECT_NE(Error("redis+sentinel://s1,/m").find("no host"), std::string::npos);
+  EXPECT_NE(Error("redis://h?sentinel_password=x").find("unknown parameter"), std::string::npos);
   EXPECT_NE(Error("http://h").find("unknown scheme"), std::string::npos);
   EXPECT_NE(Error("redis://").find("no host"), std::string::npos);
   EXPECT_NE(Error("redis://h:0").find("not 1-65535"), std::string::npos);

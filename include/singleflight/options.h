@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "singleflight/status.h"
 
@@ -34,8 +35,31 @@ struct TlsOptions {
   bool verify_peer = true;
 };
 
-// Where Redis is and how to talk to it. Redis is used only when `host` or
-// `unix_socket` is non-empty; otherwise the group is local-only.
+// Redis behind Sentinel: the master is asked of the sentinels (in order) on
+// every connection attempt, checked with ROLE once connected, and a
+// +switch-master announced by the first sentinel drops the connection at once
+// so that it follows the failover. Redis's replication is asynchronous, so a
+// failover can lose recent writes — here, locks: a flight whose lock was lost
+// may run a second time (README "Connecting").
+struct SentinelOptions {
+  struct Address {
+    std::string host;
+    int port = 26379;
+  };
+  std::vector<Address> sentinels;
+  // The name the sentinels monitor the master under; enables Sentinel.
+  std::string master_name;
+  // AUTH on the sentinels (their requirepass / ACL user), which may differ
+  // from the master's. TLS, when on, is used for the sentinels too.
+  std::string username;
+  std::string password;
+
+  bool enabled() const { return !master_name.empty(); }
+};
+
+// Where Redis is and how to talk to it. Redis is used only when `host`,
+// `unix_socket` or `sentinel.master_name` is set; otherwise the group is
+// local-only.
 struct RedisOptions {
   // A host name or IP address. Names are resolved with uv_getaddrinfo, off the
   // loop thread, on every (re)connect.
@@ -49,6 +73,9 @@ struct RedisOptions {
   // SELECT db after connecting (0 = leave the default).
   int db = 0;
   TlsOptions tls;
+  // When enabled, host and port are ignored: the sentinels say where the
+  // master is.
+  SentinelOptions sentinel;
 
   // A connection attempt (resolve + TCP + AUTH + SELECT) that takes longer
   // than this fails and is retried with backoff.
@@ -69,7 +96,7 @@ struct RedisOptions {
   uint32_t reconnect_min_ms = 50;
   uint32_t reconnect_max_ms = 5000;
 
-  bool enabled() const { return !host.empty() || !unix_socket.empty(); }
+  bool enabled() const { return !host.empty() || !unix_socket.empty() || sentinel.enabled(); }
 };
 
 // What Do does while Redis is unreachable.
@@ -87,11 +114,13 @@ struct Options {
   //   rediss://...same...[?tls_ca=FILE&tls_ca_dir=DIR&tls_cert=FILE&tls_key=FILE
   //                      &tls_server_name=NAME&tls_verify=0]   (TLS)
   //   unix://[[user]:password@]/path[?db=N]
+  //   redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/master[/db]
+  //       [?sentinel_user=U&sentinel_password=P]   (sentinel port 26379;
+  //       the credentials before @ are the master's; rediss+sentinel:// is TLS)
   //   host:port
   // User, password and parameter values are percent-decoded. The other fields
-  // of `redis` (the timeouts) are left as they are. redis+sentinel:// is
-  // refused until Sentinel discovery exists. On error: an kInvalidArgument
-  // saying what is wrong, and *out is unchanged.
+  // of `redis` (the timeouts) are left as they are. On error: an
+  // kInvalidArgument saying what is wrong, and *out is unchanged.
   static Status FromUrl(std::string_view url, Options* out);
 
   RedisOptions redis;
