@@ -20,9 +20,11 @@
 #
 # Every program the scripts and tests call is either in a Debian minbase
 # system (bash, coreutils, sed, awk (mawk), grep, findutils, util-linux's
-# setsid) or in this list: redis-cli (redis-tools), valgrind, pkg-config. The
-# demo reads HTTP with its own client (examples/load), not curl;
-# scripts/fresh_check.sh proves the list on a minbase root.
+# setsid) or in this list: redis-cli (redis-tools), openssl (the TLS tests
+# make their certificates with it; libssl-dev is for the library's TLS
+# transport), valgrind, pkg-config. The demo reads HTTP with its own client
+# (examples/load), not curl; scripts/fresh_check.sh proves the list on a
+# minbase root.
 #
 # redis-server is installed for its binary only. Tests and scripts start
 # private servers on random loopback ports and never use a system service on
@@ -33,6 +35,7 @@ packages=(
   cmake g++ make pkg-config python3
   libuv1-dev libhiredis-dev libmsgpack-cxx-dev libssl-dev openssl
   redis-server redis-tools
+  openssl libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libhttp-parser-dev
   liblua5.1-0-dev

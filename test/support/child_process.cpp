@@ -29,7 +29,8 @@ ChildProcess::~ChildProcess() {
   if (out_fd_ >= 0) close(out_fd_);
 }
 
-bool ChildProcess::Spawn(const std::string& path, const std::vector<std::string>& args) {
+bool ChildProcess::Spawn(const std::string& path, const std::vector<std::string>& args,
+                         Stderr stderr_to) {
   int to_child[2];
   int from_child[2];
   if (pipe2(to_child, O_CLOEXEC) != 0) return false;
@@ -40,6 +41,7 @@ bool ChildProcess::Spawn(const std::string& path, const std::vector<std::string>
     prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive a killed test
     dup2(to_child[0], STDIN_FILENO);
     dup2(from_child[1], STDOUT_FILENO);
+    if (stderr_to == Stderr::kWithStdout) dup2(from_child[1], STDERR_FILENO);
     std::vector<char*> argv;
     argv.push_back(const_cast<char*>(path.c_str()));
     for (auto& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
@@ -57,6 +59,11 @@ bool ChildProcess::Spawn(const std::string& path, const std::vector<std::string>
 bool ChildProcess::WriteLine(const std::string& line) {
   std::string data = line + "\n";
   return write(in_fd_, data.data(), data.size()) == static_cast<ssize_t>(data.size());
+}
+
+void ChildProcess::CloseStdin() {
+  if (in_fd_ >= 0) close(in_fd_);
+  in_fd_ = -1;
 }
 
 bool ChildProcess::ReadLine(std::string* line, uint64_t timeout_ms) {
@@ -128,6 +135,27 @@ bool ChildProcess::Continue() {
   }
   pid_ = -1;
   return false;
+}
+
+bool ProgramRun::succeeded() const {
+  return ended && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+ProgramRun RunProgram(const std::string& path, const std::vector<std::string>& args,
+                      uint64_t timeout_ms) {
+  ProgramRun run;
+  ChildProcess child;
+  if (!child.Spawn(path, args, ChildProcess::Stderr::kWithStdout)) {
+    run.output = "could not start " + path;
+    return run;
+  }
+  child.CloseStdin();
+  std::vector<std::string> lines;
+  run.ended = child.ReadAll(&lines, timeout_ms);
+  for (const std::string& line : lines) run.output += line + "\n";
+  if (!run.ended) return run;  // the ChildProcess destructor kills it
+  run.status = child.Wait();
+  return run;
 }
 
 std::vector<std::string> SplitWords(const std::string& line) {

@@ -85,6 +85,15 @@ pid_t ServerPid(redisContext* c) {
   return static_cast<pid_t>(std::atol(text.c_str() + at + 11));
 }
 
+// The fixture's own connections: the TCP port, or with TLS, which hiredis
+// 0.14 cannot speak, the plaintext unix socket.
+ContextPtr Connect(const RedisServer& server, timeval timeout) {
+  if (server.tls()) {
+    return ContextPtr(redisConnectUnixWithTimeout(server.unix_socket().c_str(), timeout));
+  }
+  return ContextPtr(redisConnectWithTimeout(server.host().c_str(), server.port(), timeout));
+}
+
 }  // namespace
 
 RedisServer::RedisServer() : RedisServer(Config{}) {}
@@ -128,9 +137,10 @@ bool RedisServer::Restart() {
 }
 
 bool RedisServer::Launch() {
+  const Tls& tls = config_.tls;
   std::vector<std::string> args = {SF_REDIS_SERVER,
                                    "--port",
-                                   std::to_string(port_),
+                                   tls.enabled() ? "0" : std::to_string(port_),
                                    "--bind",
                                    "127.0.0.1",
                                    "--dir",
@@ -151,6 +161,14 @@ bool RedisServer::Launch() {
   if (!config_.config_file.empty()) args.insert(args.begin() + 1, config_path());
   if (!config_.requirepass.empty()) {
     args.insert(args.end(), {"--requirepass", config_.requirepass});
+  }
+  if (tls.enabled()) {
+    args.insert(args.end(), {"--tls-port", std::to_string(port_), "--tls-cert-file", tls.cert_file,
+                             "--tls-key-file", tls.key_file, "--tls-auth-clients",
+                             tls.auth_clients ? "yes" : "no"});
+    if (!tls.ca_cert_file.empty()) {
+      args.insert(args.end(), {"--tls-ca-cert-file", tls.ca_cert_file});
+    }
   }
   args.insert(args.end(), config_.extra_args.begin(), config_.extra_args.end());
   std::vector<char*> argv;
@@ -177,8 +195,11 @@ bool RedisServer::WaitReady() {
       pid_ = -1;
       return false;
     }
+    // With TLS this probes the unix socket, which proves the TLS port ours
+    // as well: Redis binds its TCP/TLS ports before the unix socket and exits
+    // if one is taken ("Failed listening on port P (TLS), aborting").
     timeval timeout{0, 200 * 1000};
-    ContextPtr c(redisConnectWithTimeout(host().c_str(), port_, timeout));
+    ContextPtr c = Connect(*this, timeout);
     if (c && c->err == 0) {
       if (!config_.requirepass.empty()) Run(c.get(), {"AUTH", config_.requirepass});
       pid_t server = ServerPid(c.get());
@@ -218,7 +239,9 @@ void RedisServer::Kill() {
 RedisServer::Config RedisServer::ReplicaOf(const RedisServer& master) {
   Config config;
   config.requirepass = master.config_.requirepass;
+  config.tls = master.config_.tls;
   config.extra_args = {"--replicaof", master.host(), std::to_string(master.port())};
+  if (master.tls()) config.extra_args.insert(config.extra_args.end(), {"--tls-replication", "yes"});
   if (!master.config_.requirepass.empty()) {
     config.extra_args.insert(config.extra_args.end(), {"--masterauth", master.config_.requirepass});
   }
@@ -246,7 +269,7 @@ void RedisServer::Resume() {
 
 internal::Reply RedisServer::Command(const std::vector<std::string>& argv) {
   timeval timeout{5, 0};
-  ContextPtr c(redisConnectWithTimeout(host().c_str(), port_, timeout));
+  ContextPtr c = Connect(*this, timeout);
   if (!c) return ErrorReply("out of memory");
   if (c->err != 0) return ErrorReply(c->errstr);
   redisSetTimeout(c.get(), timeout);
@@ -273,7 +296,7 @@ std::unique_ptr<RedisServer::PendingCommand> RedisServer::Send(
     const std::vector<std::string>& argv) {
   std::unique_ptr<PendingCommand> pending(new PendingCommand);
   timeval timeout{30, 0};
-  ContextPtr c(redisConnectWithTimeout(host().c_str(), port_, timeout));
+  ContextPtr c = Connect(*this, timeout);
   if (!c || c->err != 0) {
     pending->error_ = c ? c->errstr : "out of memory";
     return pending;

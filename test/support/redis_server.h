@@ -5,6 +5,12 @@
 // replica of another RedisServer. The same binary runs as a Sentinel given a
 // config file and --sentinel (see SentinelSet).
 //
+// With Config::tls the TCP port speaks only TLS (Redis's tls-port; there is
+// no plaintext TCP port) and the unix socket stays plaintext. The fixture's
+// own connections (the readiness check, Command, Send, CommandCalls,
+// WaitForReplicas) then go over the unix socket, since its hiredis 0.14 has
+// no TLS; without TLS they use the TCP port, as before.
+//
 // Not thread-safe. The server is a child process of the test; the destructor
 // stops it and removes its directory.
 #pragma once
@@ -22,6 +28,21 @@ namespace singleflight::test {
 
 class RedisServer {
  public:
+  // The server's TLS files (PEM paths, see support/test_certs.h). Empty
+  // cert_file: plaintext.
+  struct Tls {
+    std::string cert_file;
+    std::string key_file;
+    // Verifies client certificates, and a replica's view of its master.
+    // Required by Redis with auth_clients, and for a replica over TLS.
+    std::string ca_cert_file;
+    // Mutual TLS (tls-auth-clients yes): a client must present a certificate
+    // signed by ca_cert_file.
+    bool auth_clients = false;
+
+    bool enabled() const { return !cert_file.empty(); }
+  };
+
   struct Config {
     std::string requirepass;
     // Appended to the command line, e.g. {"--user", "alice", "on", ">pw", "~sf:*", "+@all"}.
@@ -29,12 +50,18 @@ class RedisServer {
     // The text of a config file, written to redis.conf in the server's
     // directory on the first Start and kept across restarts; the command line
     // overrides it. A Sentinel requires one (extra_args {"--sentinel"}) and
-    // rewrites it with its state. (Default-initialised, so that the
-    // {requirepass, extra_args} initialisers in tests need not name it.)
+    // rewrites it with its state.
     std::string config_file = {};
+    // Default-initialised, like config_file: the aggregate initialisers
+    // {requirepass, extra_args} in existing tests keep their meaning and
+    // need no more members (-Wmissing-field-initializers).
+    Tls tls = {};
   };
 
-  // The configuration of a read-only replica of `master` (replicaof).
+  // The configuration of a read-only replica of `master` (replicaof). For a
+  // TLS master the replica gets the master's TLS files and replicates over
+  // TLS (tls-replication), presenting the master's certificate as its client
+  // certificate.
   static Config ReplicaOf(const RedisServer& master);
 
   // Two constructors, not a `Config config = {}` default argument: GCC
@@ -45,9 +72,9 @@ class RedisServer {
   RedisServer(const RedisServer&) = delete;
   RedisServer& operator=(const RedisServer&) = delete;
 
-  // Starts on a free port and returns once the server answers PING and its
-  // INFO process_id is our child (so the port is really ours). Tries a few
-  // ports; false if none worked.
+  // Starts on a free port and returns once the server answers and its INFO
+  // process_id is our child (so the port is really ours; with TLS, asked over
+  // the unix socket). Tries a few ports; false if none worked.
   bool Start();
   void Stop();  // SIGTERM, then SIGKILL if it lingers; waits for it
   void Kill();  // SIGKILL; waits for it
@@ -60,7 +87,9 @@ class RedisServer {
   // Stops (or finds stopped) the server and starts it again on the same port.
   bool Restart();
 
+  // The TCP port: with Config::tls, the TLS port.
   int port() const { return port_; }
+  bool tls() const { return config_.tls.enabled(); }
   std::string host() const { return "127.0.0.1"; }
   std::string unix_socket() const { return dir_.empty() ? std::string() : dir_ + "/redis.sock"; }
   pid_t pid() const { return pid_; }
