@@ -17,7 +17,6 @@
 // start; the driver's own INCR/CONFIG/INFO are left out.
 //
 // The same binary is the worker: the driver runs it with --worker ROLE.
-#include <hiredis/hiredis.h>
 #include <signal.h>
 #include <unistd.h>
 #include <uv.h>
@@ -34,6 +33,7 @@
 #include <vector>
 
 #include "common/redis_target.h"
+#include "common/sync_redis.h"
 #include "singleflight/group.h"
 
 namespace {
@@ -175,7 +175,7 @@ class Worker {
     options.max_value_bytes = std::max<size_t>(options.max_value_bytes, config_.value_bytes);
     group_ = std::make_unique<singleflight::Group>(loop, options);
     std::string error;
-    counter_ = examples::ConnectBlocking(config_.redis, timeval{2, 0}, &error);
+    counter_ = examples::SyncRedis::Connect(config_.redis, 2000, &error);
     if (counter_ == nullptr) {
       std::fprintf(stderr, "sf_bench: worker: %s\n", error.c_str());
       std::exit(1);
@@ -184,10 +184,6 @@ class Worker {
     uv_timer_init(loop, &start_timer_);
     uv_timer_init(loop, &guard_timer_);
     start_timer_.data = guard_timer_.data = this;
-  }
-
-  ~Worker() {
-    if (counter_ != nullptr) redisFree(counter_);
   }
 
   // One flight of our own, so that both connections are up before "ready".
@@ -259,11 +255,8 @@ class Worker {
 
   void Produce(const std::string& key, singleflight::Done done) {
     std::string counter = ExecKey(config_, std::stoi(key));
-    auto* reply =
-        static_cast<redisReply*>(redisCommand(counter_, "INCR %b", counter.data(), counter.size()));
-    long long execution =
-        reply != nullptr && reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1;
-    freeReplyObject(reply);
+    examples::Reply reply = counter_->Command({"INCR", counter});
+    long long execution = reply.type == examples::Reply::kInteger ? reply.integer : -1;
     auto* work = new Work(std::move(done));
     work->key = key;
     work->start_us = start_us_;
@@ -326,7 +319,7 @@ class Worker {
   uv_loop_t* loop_;
   Config config_;
   std::unique_ptr<singleflight::Group> group_;
-  redisContext* counter_;
+  std::unique_ptr<examples::SyncRedis> counter_;
   int callers_;
   int finished_ = 0;
   bool closing_ = false;
@@ -440,7 +433,7 @@ class Driver {
   uv_timer_t timer_;         // the ready deadline, then the overall deadline
   uv_timer_t settle_timer_;  // between "all ready" and the start
   std::vector<std::unique_ptr<Child>> children_;
-  redisContext* redis_ = nullptr;
+  std::unique_ptr<examples::SyncRedis> redis_;
   bool started_ = false;
   bool failed_ = false;
   int64_t start_us_ = 0;
@@ -612,7 +605,7 @@ void Driver::MaybeGo() {
 // Resets Redis's counters and names the start instant.
 void Driver::Go() {
   uv_close(reinterpret_cast<uv_handle_t*>(&settle_timer_), nullptr);
-  freeReplyObject(redisCommand(redis_, "CONFIG RESETSTAT"));
+  redis_->Command({"CONFIG", "RESETSTAT"});
   start_us_ = WallUs() + 100 * 1000;  // room for every worker to read "go"
   started_ = true;
   static std::string message;
@@ -657,7 +650,7 @@ void Driver::OnTimer(uv_timer_t* timer) {
 
 int Driver::Run() {
   std::string error;
-  redis_ = examples::ConnectBlocking(config_.redis, timeval{2, 0}, &error);
+  redis_ = examples::SyncRedis::Connect(config_.redis, 2000, &error);
   if (redis_ == nullptr) {
     std::fprintf(stderr, "sf_bench: %s\n", error.c_str());
     return 1;
@@ -680,7 +673,7 @@ int Driver::Run() {
     }
     rc = 0;
   }
-  redisFree(redis_);
+  redis_.reset();
   return rc;
 }
 
@@ -700,14 +693,11 @@ bool IsInsideScripts(const std::string& command) {
                       [&](const char* c) { return command == c; }) != std::end(kInside);
 }
 
-std::map<std::string, long long> CommandStats(redisContext* redis) {
+std::map<std::string, long long> CommandStats(examples::SyncRedis& redis) {
   std::map<std::string, long long> calls;
-  auto* reply = static_cast<redisReply*>(redisCommand(redis, "INFO commandstats"));
-  if (reply == nullptr || reply->type != REDIS_REPLY_STRING) {
-    freeReplyObject(reply);
-    return calls;
-  }
-  std::istringstream in(std::string(reply->str, reply->len));
+  examples::Reply reply = redis.Command({"INFO", "commandstats"});
+  if (reply.type != examples::Reply::kString) return calls;
+  std::istringstream in(reply.str);
   std::string line;
   while (std::getline(in, line)) {
     // cmdstat_evalsha:calls=12,usec=...
@@ -717,18 +707,16 @@ std::map<std::string, long long> CommandStats(redisContext* redis) {
     if (colon == std::string::npos || eq == std::string::npos) continue;
     calls[line.substr(8, colon - 8)] = std::atoll(line.c_str() + eq + 6);
   }
-  freeReplyObject(reply);
   return calls;
 }
 
-long long Executions(redisContext* redis, const Config& c) {
+long long Executions(examples::SyncRedis& redis, const Config& c) {
   long long total = 0;
   for (int k = 0; k < c.keys; ++k) {
     std::string key = ExecKey(c, k);
-    auto* reply = static_cast<redisReply*>(redisCommand(redis, "GET %b", key.data(), key.size()));
-    if (reply != nullptr && reply->type == REDIS_REPLY_STRING) total += std::atoll(reply->str);
-    freeReplyObject(reply);
-    freeReplyObject(redisCommand(redis, "DEL %b", key.data(), key.size()));
+    examples::Reply reply = redis.Command({"GET", key});
+    if (reply.type == examples::Reply::kString) total += std::atoll(reply.str.c_str());
+    redis.Command({"DEL", key});
   }
   return total;
 }
@@ -769,8 +757,8 @@ std::string Driver::Scenario() const {
 }
 
 std::string Driver::Report() {
-  std::map<std::string, long long> commands = CommandStats(redis_);
-  long long executions = Executions(redis_, config_);
+  std::map<std::string, long long> commands = CommandStats(*redis_);
+  long long executions = Executions(*redis_, config_);
   long long redis_cmds = 0, requests = 0;
   std::map<std::string, long long> breakdown;
   for (const auto& [name, n] : commands) {

@@ -3,9 +3,6 @@
 // unix://, host:port), else $SINGLEFLIGHT_REDIS (either form).
 #pragma once
 
-#include <hiredis/hiredis.h>
-#include <sys/time.h>
-
 #include <string>
 #include <string_view>
 
@@ -28,10 +25,5 @@ bool ParseRedisTarget(std::string_view text, RedisTarget* target, std::string* e
 // When no flag set the target: $SINGLEFLIGHT_REDIS, if set. False (and the
 // reason) only when the variable is set and malformed.
 bool RedisTargetFromEnv(RedisTarget* target, std::string* error);
-
-// A blocking hiredis connection to the same server, for the examples' own
-// counters: TCP or unix socket, then AUTH and SELECT as the URL says.
-// nullptr and the reason when it cannot connect or is refused.
-redisContext* ConnectBlocking(const RedisTarget& target, timeval timeout, std::string* error);
 
 }  // namespace examples

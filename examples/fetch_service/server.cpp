@@ -1,6 +1,5 @@
 #include "fetch_service/server.h"
 
-#include <hiredis/hiredis.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -96,14 +95,9 @@ FetchServer::FetchServer(uv_loop_t* loop, ServiceConfig config)
     // Blocking, with a timeout: used once per upstream fetch (not per
     // request) to count fetches fleet-wide, see CountUpstreamFetch. Without
     // it fetches are not counted (the service still works).
-    timeval timeout{1, 0};
     std::string error;
-    counter_ = examples::ConnectBlocking(config_.redis, timeout, &error);
-    if (counter_) {
-      redisSetTimeout(counter_, timeout);
-    } else {
-      std::fprintf(stderr, "fetch_service: fetch counter off: %s\n", error.c_str());
-    }
+    counter_ = examples::SyncRedis::Connect(config_.redis, 1000, &error);
+    if (!counter_) std::fprintf(stderr, "fetch_service: fetch counter off: %s\n", error.c_str());
   }
   group_ = std::make_unique<singleflight::Group>(loop, options);
   http_parser_settings_init(&settings_);
@@ -114,9 +108,7 @@ FetchServer::FetchServer(uv_loop_t* loop, ServiceConfig config)
   drain_timer_.data = this;
 }
 
-FetchServer::~FetchServer() {
-  if (counter_) redisFree(counter_);
-}
+FetchServer::~FetchServer() = default;
 
 bool FetchServer::Listen() {
   listener_.data = this;
@@ -344,14 +336,10 @@ void FetchServer::Upstream(std::string_view url_view, Done done) {
 // blocking round trips per fetch are the price of a simple example; a
 // production service would use its metrics pipeline instead.
 void FetchServer::CountUpstreamFetch(const std::string& url) {
-  if (!counter_ || counter_->err) return;
-  std::string key = config_.prefix + "upstream_fetches:" + url;
-  void* reply = redisCommand(counter_, "INCR %b", key.data(), key.size());
-  if (reply) freeReplyObject(reply);
-  key = config_.prefix + "upstream_leader:" + url;
-  std::string pid = std::to_string(getpid());
-  reply = redisCommand(counter_, "SET %b %b", key.data(), key.size(), pid.data(), pid.size());
-  if (reply) freeReplyObject(reply);
+  // Once broken, the connection answers at once with its error: no I/O.
+  if (!counter_) return;
+  counter_->Command({"INCR", config_.prefix + "upstream_fetches:" + url});
+  counter_->Command({"SET", config_.prefix + "upstream_leader:" + url, std::to_string(getpid())});
 }
 
 namespace {

@@ -19,9 +19,8 @@
 #include <unordered_map>
 
 #include "common/redis_target.h"
+#include "common/sync_redis.h"
 #include "singleflight/group.h"
-
-struct redisContext;
 
 namespace fetch {
 
@@ -84,7 +83,7 @@ class FetchServer {
   uv_loop_t* loop_;
   ServiceConfig config_;
   std::unique_ptr<singleflight::Group> group_;
-  redisContext* counter_ = nullptr;  // blocking, for the upstream fetch counter
+  std::unique_ptr<examples::SyncRedis> counter_;  // blocking, for the upstream fetch counter
   http_parser_settings settings_;
   uv_tcp_t listener_;
   uv_timer_t drain_timer_;

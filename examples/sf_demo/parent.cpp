@@ -1,6 +1,5 @@
 // The parent half of sf_demo: spawns the workers of each burst, starts them
 // at one instant, optionally SIGKILLs a leader, and checks the outcome.
-#include <hiredis/hiredis.h>
 #include <uv.h>
 
 #include <algorithm>
@@ -14,6 +13,7 @@
 #include <vector>
 
 #include "common/spawn.h"
+#include "common/sync_redis.h"
 #include "demo.h"
 
 namespace sfdemo {
@@ -80,7 +80,7 @@ class Burst {
     return uv_loop_close(&loop_) == 0;
   }
 
-  Summary Report(redisContext* redis) const;
+  Summary Report(examples::SyncRedis& redis) const;
 
  private:
   std::vector<std::string> WorkerArgs(int index) const {
@@ -277,13 +277,10 @@ class Burst {
   std::vector<std::string> early_failures_;
 };
 
-long long GetCounter(redisContext* redis, const std::string& name) {
-  auto* reply = static_cast<redisReply*>(redisCommand(redis, "GET %b", name.data(), name.size()));
-  long long value = -1;
-  if (reply && reply->type == REDIS_REPLY_NIL) value = 0;
-  if (reply && reply->type == REDIS_REPLY_STRING) value = std::atoll(reply->str);
-  if (reply) freeReplyObject(reply);
-  return value;
+long long GetCounter(examples::SyncRedis& redis, const std::string& name) {
+  examples::Reply reply = redis.Command({"GET", name});
+  if (reply.type == examples::Reply::kNil) return 0;
+  return reply.type == examples::Reply::kString ? std::atoll(reply.str.c_str()) : -1;
 }
 
 double Percentile(std::vector<uint64_t> sorted, double q) {
@@ -292,7 +289,7 @@ double Percentile(std::vector<uint64_t> sorted, double q) {
   return static_cast<double>(sorted[std::min(rank, sorted.size() - 1)]) / 1000.0;
 }
 
-Summary Burst::Report(redisContext* redis) const {
+Summary Burst::Report(examples::SyncRedis& redis) const {
   Summary s;
   for (auto& why : early_failures_) s.failures.push_back(why);
 
@@ -401,7 +398,7 @@ std::string SelfPath() {
   return std::string(path, size);
 }
 
-bool RunBurst(const Config& config, const std::string& exe, redisContext* redis, int number,
+bool RunBurst(const Config& config, const std::string& exe, examples::SyncRedis& redis, int number,
               const char* title, bool kill_a_leader, std::vector<std::string>* failures) {
   std::printf("\nburst %d: %s\n", number, title);
   std::fflush(stdout);
@@ -418,15 +415,13 @@ bool RunBurst(const Config& config, const std::string& exe, redisContext* redis,
 
 int RunParent(const Config& config) {
   std::string exe = SelfPath();
-  timeval timeout{2, 0};
   std::string error = "cannot find this program's path";
-  redisContext* redis =
-      exe.empty() ? nullptr : examples::ConnectBlocking(config.redis, timeout, &error);
+  std::unique_ptr<examples::SyncRedis> redis =
+      exe.empty() ? nullptr : examples::SyncRedis::Connect(config.redis, 2000, &error);
   if (!redis) {
     std::printf("sf_demo: FAILED: %s\n", error.c_str());
     return 1;
   }
-  redisSetTimeout(redis, timeout);
   std::printf(
       "sf_demo: %d workers x %d callers over %d keys; work %u ms, result TTL %u ms, "
       "lock TTL %u ms, prefix %s\n",
@@ -438,20 +433,20 @@ int RunParent(const Config& config) {
   // finds nothing cached and must refill. Blocking is fine here: the parent
   // has nothing else to do between bursts.
   auto wait_past_ttl = [&] { uv_sleep(config.result_ttl_ms + 300); };
-  RunBurst(config, exe, redis, 1, "cold start, every worker at once (expect 1 execution per key)",
+  RunBurst(config, exe, *redis, 1, "cold start, every worker at once (expect 1 execution per key)",
            false, &failures);
   wait_past_ttl();
-  RunBurst(config, exe, redis, 2, "after the result TTL (expect a refill: 1 more per key)", false,
+  RunBurst(config, exe, *redis, 2, "after the result TTL (expect a refill: 1 more per key)", false,
            &failures);
   if (config.workers >= 2) {
     wait_past_ttl();
-    RunBurst(config, exe, redis, 3,
+    RunBurst(config, exe, *redis, 3,
              "the leader of key-0 is SIGKILLed mid-work (expect a takeover: 2 for its keys)", true,
              &failures);
   } else {
     std::printf("\nburst 3 skipped: a takeover needs at least 2 workers\n");
   }
-  redisFree(redis);
+  redis.reset();
 
   std::printf("\n");
   if (failures.empty()) {

@@ -1,5 +1,4 @@
 // The worker half of sf_demo: one process, one loop, one Group.
-#include <hiredis/hiredis.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
@@ -9,6 +8,7 @@
 #include <memory>
 #include <string>
 
+#include "common/sync_redis.h"
 #include "demo.h"
 #include "singleflight/group.h"
 
@@ -43,14 +43,12 @@ class Worker {
 
   bool Init() {
     // A blocking connection for the execution counter, see Produce.
-    timeval timeout{2, 0};
     std::string error;
-    counter_ = examples::ConnectBlocking(config_.redis, timeout, &error);
+    counter_ = examples::SyncRedis::Connect(config_.redis, 2000, &error);
     if (!counter_) {
       Fail("counter connection: " + error);
       return false;
     }
-    redisSetTimeout(counter_, timeout);
     return true;
   }
 
@@ -100,10 +98,8 @@ class Worker {
   void Produce(std::string_view key_view, Done done) {
     std::string key(key_view);
     std::string counter = ExecutionCounter(config_, config_.burst, key);
-    auto* reply =
-        static_cast<redisReply*>(redisCommand(counter_, "INCR %b", counter.data(), counter.size()));
-    long long execution = reply && reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1;
-    if (reply) freeReplyObject(reply);
+    examples::Reply reply = counter_->Command({"INCR", counter});
+    long long execution = reply.type == examples::Reply::kInteger ? reply.integer : -1;
     std::printf("lead %s %lld\n", key.c_str(), execution);
     auto* work = new Work{
         {},
@@ -160,10 +156,7 @@ class Worker {
   void Close() {
     if (closing_) return;
     closing_ = true;
-    group_->Close([this] {
-      if (counter_) redisFree(counter_);
-      counter_ = nullptr;
-    });
+    group_->Close([this] { counter_.reset(); });
   }
 
  public:
@@ -173,9 +166,9 @@ class Worker {
   uv_loop_t* loop_;
   const Config& config_;
   std::unique_ptr<Group> group_;
-  redisContext* counter_ = nullptr;  // blocking; used only inside Produce
-  Stats baseline_;                   // counters after the warm-up call
-  uint64_t t0_ = 0;                  // the shared start, in uv_hrtime() nanoseconds
+  std::unique_ptr<examples::SyncRedis> counter_;  // blocking; used only inside Produce
+  Stats baseline_;                                // counters after the warm-up call
+  uint64_t t0_ = 0;                               // the shared start, in uv_hrtime() nanoseconds
   int answered_ = 0;
   bool closing_ = false;
   int exit_code_ = 0;
