@@ -498,7 +498,11 @@ void Connection::OnAttemptTimer() {
   } else if (state_ != State::kReady && state_ != State::kClosed) {
     Lost(Unavailable("connect to " + Address() + " timed out after " +
                      std::to_string(options_.connect_timeout_ms) + " ms" +
-                     (state_ == State::kTls ? " (in the TLS handshake)" : "")));
+                     (state_ != State::kTls ? ""
+                      : heard_from_server_
+                          ? " in the TLS handshake"
+                          : " in the TLS handshake, with no answer from the server (a plaintext "
+                            "port? then use redis://)")));
   }
 }
 

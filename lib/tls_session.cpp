@@ -112,8 +112,11 @@ std::unique_ptr<TlsSession> TlsSession::Create(const TlsOptions& options, const 
       return nullptr;
     }
     if (SSL_CTX_use_PrivateKey_file(impl->ctx, options.key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
-      *error = TlsError("cannot load the client key " + options.key_file + ": " +
-                        TakeOpensslReason("unreadable"));
+      std::string reason = TakeOpensslReason("unreadable");
+      *error = TlsError(reason.find("mismatch") != std::string::npos
+                            ? "the client key " + options.key_file +
+                                  " does not match the certificate " + options.cert_file
+                            : "cannot load the client key " + options.key_file + ": " + reason);
       return nullptr;
     }
     if (SSL_CTX_check_private_key(impl->ctx) != 1) {

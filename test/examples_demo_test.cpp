@@ -10,6 +10,7 @@
 
 #include "support/child_process.h"
 #include "support/redis_server.h"
+#include "support/test_certs.h"
 
 namespace singleflight {
 namespace {
@@ -69,8 +70,27 @@ TEST(ExamplesDemoTest, ReachesRedisByUrlWithPasswordSocketAndDb) {
   EXPECT_EQ(keyspace.find("db0:keys="), std::string::npos) << keyspace;
 }
 
+// Over TLS: rediss:// with the test CA, for the workers' groups and for the
+// demo's own counter connections alike.
+TEST(ExamplesDemoTest, RunsOverTls) {
+  const test::TestCertificates* certs = nullptr;
+  SF_TEST_CERTIFICATES(certs);
+  test::RedisServer::Config config;
+  config.tls = {certs->server_cert(), certs->server_key(), certs->ca_cert(), false};
+  test::RedisServer redis(config);
+  SF_START_REDIS(redis);
+  DemoRun run =
+      RunDemo({"--redis-url",
+               "rediss://127.0.0.1:" + std::to_string(redis.port()) + "?tls_ca=" + certs->ca_cert(),
+               "--workers", "2", "--callers", "3", "--keys", "1", "--work-ms", "50",
+               "--result-ttl-ms", "2000", "--lock-ttl-ms", "1500"});
+  ASSERT_TRUE(run.ended) << "the demo hung";
+  ExpectOk(run);
+  EXPECT_NE(redis.Command({"INFO", "keyspace"}).str.find("db0:keys="), std::string::npos);
+}
+
 TEST(ExamplesDemoTest, ABadRedisUrlIsRefusedWithTheReason) {
-  DemoRun run = RunDemo({"--redis-url", "redis+sentinel://:hunter2@h:26379/m"});
+  DemoRun run = RunDemo({"--redis-url", "rediss://:hunter2@h:6380?tls_verify=maybe"});
   ASSERT_TRUE(run.ended);
   EXPECT_TRUE(WIFEXITED(run.status) && WEXITSTATUS(run.status) == 2);
 }

@@ -15,6 +15,7 @@
 
 #include "support/loop_helpers.h"
 #include "support/redis_server.h"
+#include "support/test_certs.h"
 
 namespace singleflight::internal {
 namespace {
@@ -532,6 +533,155 @@ TEST_F(RedisConnectionTest, SubscriberModeDeliversPubSubReplies) {
   ASSERT_TRUE(RunUntil(&loop_, [&] { return events.pushes.size() == 3; }));
   EXPECT_EQ(events.pushes[2].elements.at(0).str, "unsubscribe");
   CloseAndWait(connection);
+}
+
+// TLS, against a redis-server whose TCP port speaks only TLS (the fixture's
+// own commands use its plaintext unix socket). Every failure must be an
+// attempt failure whose message names the cause, never a hang.
+class TlsConnectionTest : public RedisConnectionTest {
+ protected:
+  // A TLS server with the fixture's certificates; the caller starts it.
+  static RedisServer::Config TlsServer(const test::TestCertificates& certs,
+                                       bool auth_clients = false, bool wrong_name = false) {
+    RedisServer::Config config;
+    config.tls = {wrong_name ? certs.wrong_name_cert() : certs.server_cert(),
+                  wrong_name ? certs.wrong_name_key() : certs.server_key(), certs.ca_cert(),
+                  auth_clients};
+    return config;
+  }
+  RedisOptions TlsOptionsFor(const RedisServer& server, const test::TestCertificates& certs) {
+    RedisOptions options = OptionsFor(server);
+    options.tls.enabled = true;
+    options.tls.ca_file = certs.ca_cert();
+    options.connect_timeout_ms = 10000;  // the failure itself, not a timeout, must end it
+    return options;
+  }
+  // The first down's message, once it came.
+  std::string FirstFailure(const RedisOptions& options) {
+    Events events;
+    Connect(options, events);
+    EXPECT_TRUE(RunUntil(&loop_, [&] { return events.downs >= 1; }));
+    EXPECT_EQ(events.ups, 0);
+    return events.last_down.message();
+  }
+};
+
+TEST_F(TlsConnectionTest, CommandsAndPubSubOverTls) {
+  const test::TestCertificates* certs = nullptr;
+  SF_TEST_CERTIFICATES(certs);
+  RedisServer server(TlsServer(*certs));
+  SF_START_REDIS(server);
+  Events events;
+  RedisConnection* connection = Connect(TlsOptionsFor(server, *certs), events);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return events.ups == 1; })) << events.last_down.ToString();
+  std::string binary("a\0b\r\n", 5);
+  std::string large(200000, 'x');  // many TLS records each way
+  Outcome set = RoundTrip(connection, {"SET", "k", large});
+  EXPECT_TRUE(set.status.ok()) << set.status.ToString();
+  EXPECT_EQ(RoundTrip(connection, {"GET", "k"}).reply.str, large);
+  EXPECT_EQ(RoundTrip(connection, {"ECHO", binary}).reply.str, binary);
+  Events sub_events;
+  RedisConnection* subscriber =
+      Connect(TlsOptionsFor(server, *certs), sub_events, RedisConnection::Mode::kSubscriber);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return sub_events.ups == 1; }));
+  ASSERT_TRUE(subscriber->Subscribe({"ch"}));
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return sub_events.pushes.size() == 1; }));
+  server.Command({"PUBLISH", "ch", "over tls"});
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return sub_events.pushes.size() == 2; }));
+  EXPECT_EQ(sub_events.pushes[1].elements.at(2).str, "over tls");
+  CloseAndWait(subscriber);
+  CloseAndWait(connection);
+}
+
+TEST_F(TlsConnectionTest, MutualTlsWithAndWithoutAClientCertificate) {
+  const test::TestCertificates* certs = nullptr;
+  SF_TEST_CERTIFICATES(certs);
+  RedisServer server(TlsServer(*certs, /*auth_clients=*/true));
+  SF_START_REDIS(server);
+  RedisOptions options = TlsOptionsFor(server, *certs);
+  std::string refused = FirstFailure(options);
+  EXPECT_TRUE(Contains(refused, "TLS")) << refused;
+  EXPECT_TRUE(Contains(refused, "client certificate")) << refused;
+
+  options.tls.cert_file = certs->other_client_cert();  // signed by a CA the server does not trust
+  options.tls.key_file = certs->other_client_key();
+  std::string untrusted = FirstFailure(options);
+  EXPECT_TRUE(Contains(untrusted, "TLS")) << untrusted;
+
+  options.tls.cert_file = certs->client_cert();
+  options.tls.key_file = certs->client_key();
+  Events events;
+  RedisConnection* connection = Connect(options, events);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return events.ups == 1; })) << events.last_down.ToString();
+  EXPECT_EQ(RoundTrip(connection, {"PING"}).reply.str, "PONG");
+  CloseAndWait(connection);
+}
+
+TEST_F(TlsConnectionTest, UntrustedServerCertificateIsRefusedByName) {
+  const test::TestCertificates* certs = nullptr;
+  SF_TEST_CERTIFICATES(certs);
+  RedisServer server(TlsServer(*certs));
+  SF_START_REDIS(server);
+  RedisOptions options = TlsOptionsFor(server, *certs);
+  options.tls.ca_file = certs->other_ca_cert();
+  std::string message = FirstFailure(options);
+  EXPECT_TRUE(Contains(message, "not signed by a trusted CA")) << message;
+}
+
+TEST_F(TlsConnectionTest, NameMismatchIsRefusedUnlessTheServerNameIsGiven) {
+  const test::TestCertificates* certs = nullptr;
+  SF_TEST_CERTIFICATES(certs);
+  RedisServer server(TlsServer(*certs, false, /*wrong_name=*/true));
+  SF_START_REDIS(server);
+  RedisOptions options = TlsOptionsFor(server, *certs);
+  std::string message = FirstFailure(options);
+  EXPECT_TRUE(Contains(message, "does not match \"127.0.0.1\"")) << message;
+
+  options.tls.server_name = "wrong.example";  // the name the certificate holds
+  Events events;
+  RedisConnection* connection = Connect(options, events);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return events.ups == 1; })) << events.last_down.ToString();
+  CloseAndWait(connection);
+}
+
+TEST_F(TlsConnectionTest, PlaintextToATlsPortSaysSo) {
+  const test::TestCertificates* certs = nullptr;
+  SF_TEST_CERTIFICATES(certs);
+  RedisServer server(TlsServer(*certs));
+  SF_START_REDIS(server);
+  RedisOptions options = OptionsFor(server);
+  options.connect_timeout_ms = 10000;
+  std::string message = FirstFailure(options);
+  EXPECT_TRUE(Contains(message, "a TLS port? then use rediss://")) << message;
+}
+
+TEST_F(TlsConnectionTest, TlsToAPlaintextPortSaysSo) {
+  const test::TestCertificates* certs = nullptr;
+  SF_TEST_CERTIFICATES(certs);
+  RedisServer server;
+  SF_START_REDIS(server);
+  // Redis waits for the end of a line that a ClientHello never sends, so
+  // only the connect deadline ends the attempt — with a message that says why.
+  RedisOptions options = TlsOptionsFor(server, *certs);
+  options.connect_timeout_ms = 200;
+  std::string message = FirstFailure(options);
+  EXPECT_TRUE(Contains(message, "a plaintext port? then use redis://")) << message;
+}
+
+TEST_F(TlsConnectionTest, UnreadableFilesAreNamed) {
+  const test::TestCertificates* certs = nullptr;
+  SF_TEST_CERTIFICATES(certs);
+  RedisServer server(TlsServer(*certs));
+  SF_START_REDIS(server);
+  RedisOptions options = TlsOptionsFor(server, *certs);
+  options.tls.ca_file = certs->dir() + "/missing-ca.pem";
+  std::string message = FirstFailure(options);
+  EXPECT_TRUE(Contains(message, "cannot load the CA file")) << message;
+  options = TlsOptionsFor(server, *certs);
+  options.tls.cert_file = certs->client_cert();
+  options.tls.key_file = certs->server_key();  // not the certificate's key
+  message = FirstFailure(options);
+  EXPECT_TRUE(Contains(message, "does not match the certificate")) << message;
 }
 
 }  // namespace

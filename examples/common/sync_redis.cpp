@@ -14,6 +14,7 @@
 
 #include <cerrno>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 
 namespace examples {
@@ -56,7 +57,11 @@ std::unique_ptr<SyncRedis> SyncRedis::Connect(const RedisTarget& target, int tim
   if (sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) {
     std::signal(SIGPIPE, SIG_IGN);
   }
-  const singleflight::RedisOptions& r = target.options;
+  singleflight::RedisOptions r = target.options;
+  if (r.sentinel.enabled() && !FindMaster(&r, timeout_ms, error)) {
+    *error = "cannot find the master of " + target.Describe() + ": " + *error;
+    return nullptr;
+  }
   std::unique_ptr<SyncRedis> c(new SyncRedis);
   c->reader_ = redisReaderCreate();
   if (!c->Dial(r, timeout_ms, error) || (r.tls.enabled && !c->StartTls(r, error))) {
@@ -67,14 +72,47 @@ std::unique_ptr<SyncRedis> SyncRedis::Connect(const RedisTarget& target, int tim
   if (!r.password.empty() && r.username.empty()) setup.push_back({"AUTH", r.password});
   if (!r.password.empty() && !r.username.empty()) setup.push_back({"AUTH", r.username, r.password});
   if (r.db != 0) setup.push_back({"SELECT", std::to_string(r.db)});
+  // Also proves the server speaks our protocol: a TLS port resets a
+  // plaintext client only once it has sent something.
+  setup.push_back({"PING"});
   for (const auto& argv : setup) {
     Reply reply = c->Command(argv);
     if (reply.type != Reply::kStatus) {
       *error = argv[0] + ": " + reply.str;
+      if (argv[0] == "PING" && !r.tls.enabled) *error += " (a TLS port? then use rediss://)";
       return nullptr;
     }
   }
   return c;
+}
+
+// Asks the sentinels in order where the master is, and points *r at it.
+bool SyncRedis::FindMaster(singleflight::RedisOptions* r, int timeout_ms, std::string* error) {
+  std::string errors;
+  for (const auto& sentinel : r->sentinel.sentinels) {
+    RedisTarget asked;
+    asked.url = sentinel.host + ":" + std::to_string(sentinel.port);
+    asked.options.host = sentinel.host;
+    asked.options.port = sentinel.port;
+    asked.options.username = r->sentinel.username;
+    asked.options.password = r->sentinel.password;
+    asked.options.tls = r->tls;
+    asked.options.tls.server_name.clear();
+    std::string why;
+    std::unique_ptr<SyncRedis> c = Connect(asked, timeout_ms, &why);
+    Reply reply =
+        c ? c->Command({"SENTINEL", "get-master-addr-by-name", r->sentinel.master_name}) : Reply{};
+    if (c && reply.type == Reply::kArray && reply.elements.size() == 2) {
+      r->host = reply.elements[0].str;
+      r->port = std::atoi(reply.elements[1].str.c_str());
+      r->sentinel = {};
+      return true;
+    }
+    if (c) why = reply.type == Reply::kNil ? "no such master" : reply.str;
+    errors += (errors.empty() ? "" : "; ") + asked.url + ": " + why;
+  }
+  *error = errors.empty() ? "no sentinels" : errors;
+  return false;
 }
 
 bool SyncRedis::Dial(const singleflight::RedisOptions& r, int timeout_ms, std::string* error) {

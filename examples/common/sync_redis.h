@@ -51,6 +51,7 @@ class SyncRedis {
 
  private:
   SyncRedis() = default;
+  static bool FindMaster(singleflight::RedisOptions* r, int timeout_ms, std::string* error);
   bool Dial(const singleflight::RedisOptions& r, int timeout_ms, std::string* error);
   bool StartTls(const singleflight::RedisOptions& r, std::string* error);
   Reply Broken(const std::string& why);
