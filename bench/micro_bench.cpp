@@ -103,16 +103,11 @@ singleflight::Options LocalOptions() {
   return options;
 }
 
-// SF_BENCH_REDIS=HOST:PORT, or false when unset.
+// SF_BENCH_REDIS=URL (Options::FromUrl: redis://, rediss://, unix://,
+// host:port), or false when unset or malformed.
 bool RedisFromEnv(singleflight::Options* options) {
   const char* env = std::getenv("SF_BENCH_REDIS");
-  if (env == nullptr) return false;
-  std::string text = env;
-  size_t colon = text.rfind(':');
-  if (colon == std::string::npos) return false;
-  options->redis.host = text.substr(0, colon);
-  options->redis.port = std::atoi(text.c_str() + colon + 1);
-  return true;
+  return env != nullptr && singleflight::Options::FromUrl(env, options).ok();
 }
 
 // Runs one call to completion; false if it did not end ok.
