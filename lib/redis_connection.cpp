@@ -513,6 +513,13 @@ void Connection::OnSocketEnded(int status) {
   } else if (state_ == State::kHandshake && !heard_from_server_ && !options_.tls.enabled) {
     // A TLS-only port resets a client that speaks plaintext.
     error += " before answering (a TLS port? then use rediss://)";
+  } else if (state_ == State::kHandshake && options_.tls.enabled) {
+    // TLS 1.3 lets the client finish its handshake before the server checks
+    // the client's certificate; its refusal (an alert, then a close) often
+    // arrives as a reset that hides the alert.
+    error +=
+        " right after the TLS handshake (did the server refuse this client? does it require "
+        "a client certificate, tls_cert and tls_key, signed by a CA it trusts?)";
   }
   Lost(Unavailable("connection to " + Address() + " lost: " + error));
 }

@@ -318,7 +318,11 @@ TEST_F(FaultTest, LockTakenByARecheckAfterTheMessageEndedTheFlightIsReleased) {
   ASSERT_EQ(done.integer, 1) << done.str;
   ASSERT_TRUE(RunUntil(&loop_, [&] { return followed.size() == 1; }));
   EXPECT_EQ(followed[0].value(), "from-the-holder") << followed[0].status.ToString();
-  Fence(follower);  // the re-check, if one went out, has been answered
+  // The first fence's check may have been written before the re-check's
+  // answer came back and sent the release; the second is sent after that
+  // answer, so on the same connection it is answered after the release.
+  Fence(follower);
+  Fence(follower);
   EXPECT_FALSE(LockExists("k")) << "a re-check's lock outlived its flight";
   EXPECT_EQ(work.runs, 0);
 }
@@ -354,7 +358,11 @@ TEST_F(FaultTest, LockTakenByARecheckAfterTheLastCallerLeftIsReleased) {
   EXPECT_TRUE(call.Cancel());  // before the re-check's answer can have been read
   ASSERT_TRUE(RunUntil(&loop_, [&] { return followed.size() == 1; }));
   EXPECT_EQ(followed[0].status.code(), Code::kCancelled);
-  Fence(follower);  // the re-check, if one went out, has been answered
+  // The first fence's check may have been written before the re-check's
+  // answer came back and sent the release; the second is sent after that
+  // answer, so on the same connection it is answered after the release.
+  Fence(follower);
+  Fence(follower);
   EXPECT_FALSE(LockExists("k")) << "a re-check's lock outlived its flight";
   EXPECT_EQ(work.runs, 0);
 }

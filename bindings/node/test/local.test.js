@@ -123,7 +123,7 @@ test('bad keys and options are refused clearly', async () => {
   assert.throws(() => new Group({ lockTtl: 5 }), /unknown option "lockTtl"/);
   assert.throws(() => new Group({ lockTtlMs: -1 }), RangeError);
   assert.throws(() => new Group({ whenRedisDown: 'maybe' }), TypeError);
-  assert.throws(() => new Group({ redis: 'rediss://h:1' }), { code: 'invalid_argument', message: /not supported yet/ });
+  assert.throws(() => new Group({ redis: 'rediss://h:1?tls_verify=maybe' }), { code: 'invalid_argument', message: /tls_verify is 0 or 1/ });
   assert.throws(() => new Group({ redis: 'http://h' }), { code: 'invalid_argument' });
 });
 
