@@ -140,7 +140,9 @@ TEST_F(SentinelTest, MasterKilledMidFlightsEveryCallerEndsAndFlightsAreSharedAga
   for (const Result& r : ended) ok += r.ok() ? 1 : 0;
   std::cout << "[ timing ] master kill -> first shared flight on the promoted master: "
             << to_shared.count() << " ms; " << kKeys << " flights in the air: " << executions
-            << " executions, " << ok << " of " << 2 * kKeys << " callers answered ok\n";
+            << " executions (degraded " << b.stats().degraded_calls - b_before.degraded_calls
+            << ", takeovers " << b.stats().takeovers - b_before.takeovers << "), " << ok << " of "
+            << 2 * kKeys << " callers answered ok\n";
 }
 
 }  // namespace
