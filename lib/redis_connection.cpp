@@ -659,7 +659,8 @@ void Connection::Flush() {
         return;
       }
     }
-    buffers.assign(1, std::move(wire));
+    buffers.clear();
+    buffers.push_back(std::move(wire));
   }
   socket_->Write(std::move(buffers));
 }

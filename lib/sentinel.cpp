@@ -32,11 +32,11 @@ std::shared_ptr<MasterLookup> MasterLookup::Start(uv_loop_t* loop, Scheduler* sc
   return lookup;
 }
 
-MasterLookup::MasterLookup(uv_loop_t* loop, Scheduler* scheduler, const RedisOptions& options,
+MasterLookup::MasterLookup(uv_loop_t* loop, Scheduler* scheduler, RedisOptions options,
                            bool keep_loop_alive, Found found, std::function<void()> on_gone)
     : loop_(loop),
       scheduler_(scheduler),
-      options_(options),
+      options_(std::move(options)),
       keep_loop_alive_(keep_loop_alive),
       found_(std::move(found)),
       on_gone_(std::move(on_gone)) {}
@@ -89,10 +89,12 @@ void MasterLookup::OnReply(const Status& status, const Reply& reply) {
   } else if (reply.type != Reply::Type::kArray || reply.elements.size() != 2) {
     error = "answered get-master-addr-by-name with something that is not [host, port]";
   } else {
-    int port = std::atoi(reply.elements[1].str.c_str());
-    if (port > 0 && port < 65536 && !reply.elements[0].str.empty()) {
+    char* end = nullptr;
+    long port = std::strtol(reply.elements[1].str.c_str(), &end, 10);
+    if (end != nullptr && *end == '\0' && port > 0 && port < 65536 &&
+        !reply.elements[0].str.empty()) {
       CloseConnection();
-      Finish(Status::Ok(), reply.elements[0].str, port);
+      Finish(Status::Ok(), reply.elements[0].str, static_cast<int>(port));
       return;
     }
     error = "gave a bad master address";

@@ -37,8 +37,8 @@ class MasterLookup : public std::enable_shared_from_this<MasterLookup> {
   void Cancel();
 
  private:
-  MasterLookup(uv_loop_t* loop, Scheduler* scheduler, const RedisOptions& options,
-               bool keep_loop_alive, Found found, std::function<void()> on_gone);
+  MasterLookup(uv_loop_t* loop, Scheduler* scheduler, RedisOptions options, bool keep_loop_alive,
+               Found found, std::function<void()> on_gone);
   void TryNext();
   void OnState(RedisConnection* asked, bool up, const Status& why);
   void OnReply(const Status& status, const Reply& reply);
