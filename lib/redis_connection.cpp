@@ -10,8 +10,11 @@
 #include <memory>
 #include <utility>
 
+#include "command_queue.h"
 #include "hiredis_reply.h"
+#include "host_resolver.h"
 #include "reconnect_backoff.h"
+#include "redis_handshake.h"
 #include "sentinel.h"
 #include "socket_stream.h"
 #include "tls_session.h"
@@ -43,41 +46,11 @@ Status Unavailable(std::string message) {
   return Status(Code::kUnavailable, std::move(message));
 }
 
-// RESP bytes of one command; binary-safe.
-std::string Format(const std::vector<std::string>& argv) {
-  std::vector<const char*> args;
-  std::vector<size_t> lengths;
-  args.reserve(argv.size());
-  lengths.reserve(argv.size());
-  for (const std::string& arg : argv) {
-    args.push_back(arg.data());
-    lengths.push_back(arg.size());
-  }
-  char* command = nullptr;
-  int length =
-      redisFormatCommandArgv(&command, static_cast<int>(args.size()), args.data(), lengths.data());
-  if (length < 0) return std::string();
-  std::string out(command, static_cast<size_t>(length));
-  redisFreeCommand(command);
-  return out;
+// The liveness bound in ms (0: never): RedisOptions::liveness_timeout_ms.
+uint64_t LivenessMs(const RedisOptions& options) {
+  if (options.liveness_timeout_ms > 0) return options.liveness_timeout_ms;
+  return 3ull * options.command_timeout_ms;
 }
-
-// A command sent (or queued to be sent this loop turn) whose reply has not
-// been read. Replies come in send order, so the front is the next reply's.
-struct PendingCommand {
-  RedisConnection::CommandCallback callback;  // empty once answered by a timeout
-  uint64_t sent_ms;
-  uint64_t deadline_ms;  // 0: none (the handshake, bounded by the attempt's deadline)
-  bool written = false;  // handed to the socket (or the TLS session)
-  bool timed_out = false;
-};
-
-// Outlives its connection attempt: libuv calls back even after uv_cancel
-// fails, so the request only points back at the connection while it matters.
-struct ResolveRequest {
-  uv_getaddrinfo_t req;
-  class Connection* owner;
-};
 
 class Connection final : public RedisConnection, private SocketStream::Owner {
  public:
@@ -91,8 +64,6 @@ class Connection final : public RedisConnection, private SocketStream::Owner {
   bool Subscribe(const std::vector<std::string>& channels) override;
   bool Unsubscribe(const std::vector<std::string>& channels) override;
   void Close(std::function<void()> done) override;
-
-  void OnResolved(int status, const struct addrinfo* result);
 
  private:
   enum class State {
@@ -130,15 +101,12 @@ class Connection final : public RedisConnection, private SocketStream::Owner {
   void OnSocketClosed() override;
 
   // Commands and replies.
-  bool Enqueue(const std::vector<std::string>& argv, CommandCallback& callback,
-               uint64_t deadline_ms);
   void ScheduleFlush();
   void Flush();
   void ReadReplies(const char* data, size_t size);
   bool Dispatch(const Reply& reply);
   void ArmCommandTimer();
   void OnCommandTimer();
-  uint64_t Liveness() const;
   void Defer(CommandCallback callback, Status status);
   void RunDeferred();
   void MaybeFinishClose();
@@ -163,7 +131,7 @@ class Connection final : public RedisConnection, private SocketStream::Owner {
   redisReader* reader_ = nullptr;
   uint64_t attempt_ = 0;
   bool heard_from_server_ = false;  // any byte this attempt
-  ResolveRequest* resolve_ = nullptr;
+  HostResolver resolver_;
   // Where this attempt connects: the configured host, or the master the
   // sentinels named.
   std::string target_host_;
@@ -177,13 +145,9 @@ class Connection final : public RedisConnection, private SocketStream::Owner {
   Status last_error_ = Unavailable("not connected yet");
   ReconnectBackoff backoff_;
 
-  // pending_: in send order == reply order. outbox_: formatted commands of
-  // this loop turn, written together by Flush.
-  std::deque<PendingCommand> pending_;
-  std::vector<std::string> outbox_;
-  size_t outbox_bytes_ = 0;
+  // Outlives attempts: a lost connection empties it (TakeAll).
+  CommandQueue queue_;
   bool flush_scheduled_ = false;
-  uint64_t last_read_ms_ = 0;
 
   std::deque<std::pair<CommandCallback, Status>> deferred_;
   bool deferred_scheduled_ = false;
@@ -201,7 +165,8 @@ Connection::Connection(uv_loop_t* loop, Scheduler* scheduler, RedisOptions optio
       keep_loop_alive_(keep_loop_alive),
       mode_(mode),
       handlers_(std::move(handlers)),
-      backoff_(options_.reconnect_min_ms, options_.reconnect_max_ms) {}
+      backoff_(options_.reconnect_min_ms, options_.reconnect_max_ms),
+      queue_(options_.command_timeout_ms, LivenessMs(options_)) {}
 
 Connection::~Connection() {
   if (reader_ != nullptr) redisReaderFree(reader_);
@@ -303,63 +268,27 @@ void Connection::ChildGone() {
 }
 
 void Connection::Resolve() {
-  auto* request = new ResolveRequest{{}, this};
-  struct addrinfo hints {};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  int rc = uv_getaddrinfo(
-      loop_, &request->req,
-      [](uv_getaddrinfo_t* req, int status, struct addrinfo* result) noexcept {
-        auto* request = reinterpret_cast<ResolveRequest*>(req);
-        if (request->owner != nullptr) request->owner->OnResolved(status, result);
-        uv_freeaddrinfo(result);
-        delete request;
+  Status error;
+  bool started = resolver_.Start(
+      loop_, target_host_,
+      [this](const Status& status, std::vector<std::string> ips) {
+        if (!status.ok()) {
+          Lost(status);
+          return;
+        }
+        addresses_.assign(ips.begin() + 1, ips.end());
+        ConnectTo(ips.front());
       },
-      target_host_.c_str(), nullptr, &hints);
-  if (rc != 0) {
-    delete request;
-    Lost(Unavailable("resolve " + target_host_ + ": " + uv_strerror(rc)));
+      &error);
+  if (!started) {
+    Lost(error);
     return;
   }
   state_ = State::kResolving;
-  resolve_ = request;
-}
-
-void Connection::OnResolved(int status, const struct addrinfo* result) {
-  resolve_->owner = nullptr;
-  resolve_ = nullptr;
-  if (status != 0 || result == nullptr) {
-    Lost(Unavailable("resolve " + target_host_ + ": " + uv_strerror(status)));
-    return;
-  }
-  // A name like "localhost" often lists ::1 first while the server listens
-  // on 127.0.0.1 only.
-  addresses_.clear();
-  for (const struct addrinfo* ai = result; ai != nullptr; ai = ai->ai_next) {
-    char ip[INET6_ADDRSTRLEN] = {};
-    if (ai->ai_family == AF_INET6) {
-      uv_ip6_name(reinterpret_cast<const sockaddr_in6*>(ai->ai_addr), ip, sizeof(ip));
-    } else if (ai->ai_family == AF_INET) {
-      uv_ip4_name(reinterpret_cast<const sockaddr_in*>(ai->ai_addr), ip, sizeof(ip));
-    } else {
-      continue;
-    }
-    addresses_.emplace_back(ip);
-  }
-  if (addresses_.empty()) {
-    Lost(Unavailable("resolve " + target_host_ + ": no usable address"));
-    return;
-  }
-  std::string first = std::move(addresses_.front());
-  addresses_.pop_front();
-  ConnectTo(first);
 }
 
 void Connection::CancelResolve() {
-  if (resolve_ == nullptr) return;
-  uv_cancel(reinterpret_cast<uv_req_t*>(&resolve_->req));
-  resolve_->owner = nullptr;
-  resolve_ = nullptr;
+  resolver_.Cancel();
 }
 
 void Connection::CancelLookup() {
@@ -411,22 +340,10 @@ void Connection::StartTls() {
   socket_->Write({std::move(wire)});
 }
 
-// AUTH and SELECT as configured, then PING, pipelined. The PING also proves
-// the server answers (not LOADING, not paused) before we call it ready.
+// The handshake's commands, pipelined (lib/redis_handshake.h).
 void Connection::SendHandshake() {
   state_ = State::kHandshake;
-  std::vector<std::vector<std::string>> steps;
-  if (!options_.password.empty()) {
-    if (options_.username.empty()) {
-      steps.push_back({"AUTH", options_.password});
-    } else {
-      steps.push_back({"AUTH", options_.username, options_.password});
-    }
-  }
-  if (options_.db != 0) steps.push_back({"SELECT", std::to_string(options_.db)});
-  // Behind Sentinel the server named may have been demoted since.
-  if (options_.sentinel.enabled()) steps.push_back({"ROLE"});
-  steps.push_back({"PING"});
+  std::vector<std::vector<std::string>> steps = HandshakeCommands(options_);
   for (size_t i = 0; i < steps.size(); ++i) {
     bool last = i + 1 == steps.size();
     std::string verb = steps[i][0];
@@ -435,17 +352,14 @@ void Connection::SendHandshake() {
                                                            const Reply& reply) {
       // A transport failure has already been handled by whoever tore down.
       if (!status.ok() || attempt != attempt_ || state_ != State::kHandshake) return;
-      if (reply.is_error()) {
-        Lost(Unavailable(verb + " failed: " + reply.str));
-      } else if (verb == "ROLE" && (reply.elements.empty() || reply.elements[0].str != "master")) {
-        Lost(Unavailable(Address() + " is a " +
-                         (reply.elements.empty() ? "server of no role" : reply.elements[0].str) +
-                         " now, not the master (a failover in progress?)"));
+      Status verdict = CheckHandshakeReply(verb, reply, Address());
+      if (!verdict.ok()) {
+        Lost(verdict);
       } else if (last) {
         Ready();
       }
     };
-    Enqueue(steps[i], on_reply, 0);
+    queue_.Push(steps[i], on_reply, scheduler_->NowMs(), /*with_deadline=*/false);
   }
   Flush();
 }
@@ -466,14 +380,11 @@ void Connection::Lost(const Status& why) {
   CancelResolve();
   CancelLookup();
   scheduler_->Cancel(command_timer_);
-  for (PendingCommand& command : pending_) {
-    if (!command.callback) continue;  // answered by its timeout already
-    // Written: it may have run. Say so with kTimeout, so that a caller
-    // holding a lock token keeps it.
-    Defer(std::move(command.callback),
-          command.written ? Status(Code::kTimeout, why.message()) : why);
+  // Written: it may have run. Say so with kTimeout, so that a caller
+  // holding a lock token keeps it.
+  for (auto& [callback, status] : queue_.TakeAll(Status(Code::kTimeout, why.message()), why)) {
+    Defer(std::move(callback), std::move(status));
   }
-  pending_.clear();
   last_error_ = why;
   state_ = State::kBackoff;
   attempt_timer_ = scheduler_->After(backoff_.Next(), [this] { OnAttemptTimer(); });
@@ -483,8 +394,6 @@ void Connection::Lost(const Status& why) {
 void Connection::DropSocket() {
   ++attempt_;
   tls_.reset();
-  outbox_.clear();
-  outbox_bytes_ = 0;
   if (socket_ == nullptr) return;
   SocketStream* socket = socket_;
   socket_ = nullptr;
@@ -531,7 +440,7 @@ void Connection::OnSocketClosed() {
 
 void Connection::OnSocketData(const char* data, size_t size) {
   heard_from_server_ = true;
-  last_read_ms_ = scheduler_->NowMs();
+  queue_.HeardFromServer(scheduler_->NowMs());
   if (tls_ == nullptr) {
     ReadReplies(data, size);
     return;
@@ -576,12 +485,11 @@ void Connection::ReadReplies(const char* data, size_t size) {
 
 // Returns false when the reply ended the connection.
 bool Connection::Dispatch(const Reply& reply) {
-  if (!pending_.empty()) {
-    PendingCommand command = std::move(pending_.front());
-    pending_.pop_front();
+  CommandCallback callback;
+  if (queue_.PopReply(&callback)) {
     // A timed-out command's late reply is read and dropped: its caller has
     // already been told.
-    if (command.callback) command.callback(Status::Ok(), reply);
+    if (callback) callback(Status::Ok(), reply);
     return true;
   }
   if (mode_ == Mode::kSubscriber && state_ == State::kReady) {
@@ -602,31 +510,16 @@ void Connection::Command(std::vector<std::string> argv, CommandCallback callback
     Defer(std::move(callback), Status(Code::kInvalidArgument, "empty command"));
   } else if (state_ != State::kReady) {
     Defer(std::move(callback), Unavailable("not connected: " + last_error_.message()));
-  } else if (outbox_bytes_ + socket_->unwritten_bytes() > options_.max_unwritten_bytes) {
+  } else if (queue_.unwritten_bytes() + socket_->unwritten_bytes() > options_.max_unwritten_bytes) {
     Defer(std::move(callback),
           Unavailable("write buffer to " + Address() + " full (" +
                       std::to_string(options_.max_unwritten_bytes) + " bytes unwritten)"));
+  } else if (!queue_.Push(argv, callback, scheduler_->NowMs())) {
+    Defer(std::move(callback), Status(Code::kInvalidArgument, "command cannot be formatted"));
   } else {
-    uint64_t timeout = options_.command_timeout_ms;
-    Enqueue(argv, callback, timeout == 0 ? 0 : scheduler_->NowMs() + timeout);
     ScheduleFlush();
     ArmCommandTimer();
   }
-}
-
-// Takes the callback (moving, not copying: a script's callback carries its
-// arguments for the NOSCRIPT retry). A null callback means no reply is
-// expected (SUBSCRIBE).
-bool Connection::Enqueue(const std::vector<std::string>& argv, CommandCallback& callback,
-                         uint64_t deadline_ms) {
-  std::string bytes = Format(argv);
-  if (bytes.empty()) return false;
-  outbox_bytes_ += bytes.size();
-  outbox_.push_back(std::move(bytes));
-  if (callback) {
-    pending_.push_back(PendingCommand{std::move(callback), scheduler_->NowMs(), deadline_ms});
-  }
-  return true;
 }
 
 void Connection::ScheduleFlush() {
@@ -645,11 +538,8 @@ void Connection::ScheduleFlush() {
 // One write for everything queued since the last one: commands issued in the
 // same loop turn travel together.
 void Connection::Flush() {
-  if (socket_ == nullptr || outbox_.empty()) return;
-  for (PendingCommand& command : pending_) command.written = true;
-  std::vector<std::string> buffers;
-  buffers.swap(outbox_);
-  outbox_bytes_ = 0;
+  if (socket_ == nullptr || queue_.unwritten_bytes() == 0) return;
+  std::vector<std::string> buffers = queue_.TakeUnwritten();
   if (tls_ != nullptr) {
     std::string wire;
     for (const std::string& buffer : buffers) {
@@ -665,27 +555,10 @@ void Connection::Flush() {
   socket_->Write(std::move(buffers));
 }
 
-// The liveness bound in ms (0: never).
-uint64_t Connection::Liveness() const {
-  if (options_.liveness_timeout_ms > 0) return options_.liveness_timeout_ms;
-  return 3ull * options_.command_timeout_ms;
-}
-
-// One timer for all commands: the earliest of the first live command's
-// deadline (deadlines grow in send order) and the liveness bound of the
-// oldest command waiting.
+// One timer for all commands, at the queue's next due time.
 void Connection::ArmCommandTimer() {
-  if (pending_.empty() || state_ != State::kReady) return;
-  uint64_t due = UINT64_MAX;
-  for (const PendingCommand& command : pending_) {
-    if (command.callback && command.deadline_ms != 0) {
-      due = command.deadline_ms;
-      break;
-    }
-  }
-  if (Liveness() > 0) {
-    due = std::min(due, std::max(pending_.front().sent_ms, last_read_ms_) + Liveness());
-  }
+  if (state_ != State::kReady) return;
+  uint64_t due = queue_.NextDue();
   if (due == UINT64_MAX) return;
   if (command_timer_.valid() && command_timer_.due <= due) return;
   scheduler_->Cancel(command_timer_);
@@ -695,21 +568,14 @@ void Connection::ArmCommandTimer() {
 
 void Connection::OnCommandTimer() {
   command_timer_ = {};
-  if (pending_.empty() || state_ != State::kReady) return;
+  if (state_ != State::kReady) return;
   uint64_t now = scheduler_->NowMs();
-  if (Liveness() > 0 && std::max(pending_.front().sent_ms, last_read_ms_) + Liveness() <= now) {
-    Lost(Unavailable("no reply from " + Address() + " for " + std::to_string(Liveness()) +
+  if (queue_.SilentTooLong(now)) {
+    Lost(Unavailable("no reply from " + Address() + " for " + std::to_string(LivenessMs(options_)) +
                      " ms: connection torn down"));
     return;
   }
-  std::vector<CommandCallback> expired;
-  for (PendingCommand& command : pending_) {
-    if (command.deadline_ms == 0 || command.deadline_ms > now) break;
-    if (!command.callback) continue;
-    command.timed_out = true;
-    expired.push_back(std::move(command.callback));
-    command.callback = nullptr;
-  }
+  std::vector<CommandCallback> expired = queue_.TakeExpired(now);
   ArmCommandTimer();
   Status timeout(Code::kTimeout, "command timed out after " +
                                      std::to_string(options_.command_timeout_ms) + " ms on " +
@@ -723,7 +589,7 @@ bool Connection::Subscribe(const std::vector<std::string>& channels) {
   std::vector<std::string> argv{"SUBSCRIBE"};
   argv.insert(argv.end(), channels.begin(), channels.end());
   CommandCallback none;
-  Enqueue(argv, none, 0);
+  queue_.Push(argv, none, scheduler_->NowMs(), /*with_deadline=*/false);
   ScheduleFlush();
   return true;
 }
@@ -733,7 +599,7 @@ bool Connection::Unsubscribe(const std::vector<std::string>& channels) {
   std::vector<std::string> argv{"UNSUBSCRIBE"};
   argv.insert(argv.end(), channels.begin(), channels.end());
   CommandCallback none;
-  Enqueue(argv, none, 0);
+  queue_.Push(argv, none, scheduler_->NowMs(), /*with_deadline=*/false);
   ScheduleFlush();
   return true;
 }
@@ -768,10 +634,9 @@ void Connection::Close(std::function<void()> done) {
   scheduler_->Cancel(attempt_timer_);
   scheduler_->Cancel(command_timer_);
   for (auto& entry : deferred_) entry.second = closed;
-  for (PendingCommand& command : pending_) {
-    if (command.callback) Defer(std::move(command.callback), closed);
+  for (auto& [callback, status] : queue_.TakeAll(closed, closed)) {
+    Defer(std::move(callback), std::move(status));
   }
-  pending_.clear();
   if (!deferred_scheduled_) {  // done comes from the loop, never from inside Close
     deferred_scheduled_ = true;
     scheduler_->Defer([this] { RunDeferred(); });
