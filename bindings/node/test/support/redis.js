@@ -130,12 +130,13 @@ function startRedis(options = {}) {
 // file, which a sentinel rewrites, lives in a directory of its own. `url` is
 // redis+sentinel:// to that master.
 async function startSentinel(master, masterName) {
+  const masterPort = master.port; // read first: a throw here leaves no directory behind
   const server = await startServer((port) => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sf-node-sentinel-'));
     const config = path.join(dir, 'sentinel.conf');
     fs.writeFileSync(config, [
       `port ${port}`, 'bind 127.0.0.1', `dir ${dir}`,
-      `sentinel monitor ${masterName} 127.0.0.1 ${master.port} 1`,
+      `sentinel monitor ${masterName} 127.0.0.1 ${masterPort} 1`,
     ].join('\n') + '\n');
     return { args: [config, '--sentinel'], dir };
   });
