@@ -33,6 +33,31 @@ export class SingleflightError extends Error {
 /** A value as the producer returns it: a string or bytes. */
 export type Value = string | Buffer;
 
+/** TLS to Redis (`rediss://`), with the OpenSSL inside `node`. The server's chain and name are verified by default. */
+export interface TlsOptions {
+  /** Trusted CAs, a PEM bundle and/or a hashed directory; both omitted: the system's default store. */
+  caFile?: string;
+  caDir?: string;
+  /** A client certificate (PEM chain) and its key, for mutual TLS; both or neither. */
+  certFile?: string;
+  keyFile?: string;
+  /** The name sent as SNI and checked against the certificate; omitted: the host. */
+  serverName?: string;
+  /** `false` skips every check of the server's certificate: for tests only (a warning is printed once per process). */
+  verifyPeer?: boolean;
+}
+
+/** Redis behind Sentinel: the master is asked of the sentinels, in order, on every connect; a failover is followed. */
+export interface SentinelOptions {
+  /** `port` defaults to 26379. */
+  sentinels: Array<{ host: string; port?: number }>;
+  /** The name the sentinels monitor the master under. */
+  masterName: string;
+  /** AUTH on the sentinels (may differ from the master's `username`/`password`). */
+  username?: string;
+  password?: string;
+}
+
 export interface RedisOptions {
   host?: string;
   port?: number;
@@ -40,14 +65,32 @@ export interface RedisOptions {
   username?: string;
   password?: string;
   db?: number;
+  /** `true`: TLS with the system's CAs; an object: TLS with these settings. The sentinels are reached over TLS too. */
+  tls?: boolean | TlsOptions;
+  /** When given, `host` and `port` are ignored: the sentinels say where the master is. */
+  sentinel?: SentinelOptions;
   connectTimeoutMs?: number;
   commandTimeoutMs?: number;
+  /** A connection silent this long while a reply is awaited is rebuilt (0: 3 × `commandTimeoutMs`). */
+  livenessTimeoutMs?: number;
+  /** Bytes of commands not yet written past which a command fails at once with `unavailable`. */
+  maxUnwrittenBytes?: number;
   reconnectMinMs?: number;
   reconnectMaxMs?: number;
 }
 
+/** What `parseRedisUrl` returns: the fields the URL sets (`tls` is an object when TLS is on). */
+export interface ParsedRedisUrl extends RedisOptions {
+  tls?: TlsOptions;
+}
+
 export interface GroupOptions {
-  /** `redis://[user[:password]@]host[:port][/db]`, `unix:///path?db=N`, `host:port`, or fields. Omitted: local only. */
+  /**
+   * `redis://[user[:password]@]host[:port][/db]`, `unix:///path?db=N`, `host:port`,
+   * `rediss://…?tls_ca=&tls_ca_dir=&tls_cert=&tls_key=&tls_server_name=&tls_verify=0`,
+   * `redis+sentinel://[user[:password]@]h1[:p1],h2[:p2]/master[/db]?sentinel_user=&sentinel_password=`
+   * (`rediss+sentinel://` for TLS), or fields. Omitted: local only.
+   */
   redis?: string | RedisOptions;
   keyPrefix?: string;
   lockTtlMs?: number;
@@ -124,4 +167,4 @@ export class Group {
   close(): Promise<void>;
 }
 
-export function parseRedisUrl(url: string): RedisOptions;
+export function parseRedisUrl(url: string): ParsedRedisUrl;

@@ -46,7 +46,7 @@ class SingleflightError extends Error {
 const MAX_U32 = 0xffffffff;
 
 function describe(value) {
-  if (value === null) return 'null';
+  if (value === null || value === undefined) return String(value);
   if (Array.isArray(value)) return 'an array';
   return typeof value === 'object' ? 'an object' : `a ${typeof value}`;
 }
@@ -62,11 +62,21 @@ function checkInteger(name, value, max = MAX_U32) {
   return value;
 }
 
+function checkPort(name, value) {
+  if (!Number.isInteger(value) || value < 1 || value > 65535) {
+    throw new RangeError(`singleflight: ${name} must be a port, an integer from 1 to 65535 (got ${value})`);
+  }
+  return value;
+}
+
 // A Redis URL -> the native connection fields, read by the library's own
 // Options::FromUrl (C++ and Node accept exactly the same URLs):
 // "redis://[[user]:password@]host[:port][/db]", "unix:///path[?db=N]",
-// "host:port". rediss:// and redis+sentinel:// are refused with a clear
-// error until the library's own transport exists.
+// "host:port", "rediss://...?tls_ca=FILE&tls_ca_dir=DIR&tls_cert=FILE&
+// tls_key=FILE&tls_server_name=NAME&tls_verify=0" (TLS: a `tls` object),
+// "redis+sentinel://[[user]:password@]h1[:p1],h2[:p2]/master[/db]
+// ?sentinel_user=U&sentinel_password=P" (a `sentinel` object; rediss+sentinel
+// for TLS).
 function parseRedisUrl(text) {
   if (typeof text !== 'string') throw new TypeError('singleflight: a Redis URL must be a string');
   const parsed = nativeParseRedisUrl(text);
@@ -74,13 +84,79 @@ function parseRedisUrl(text) {
   return parsed;
 }
 
-const REDIS_FIELDS = ['host', 'port', 'unixSocket', 'username', 'password', 'db', 'connectTimeoutMs', 'commandTimeoutMs', 'reconnectMinMs', 'reconnectMaxMs'];
+const REDIS_TIMEOUTS = ['connectTimeoutMs', 'commandTimeoutMs', 'reconnectMinMs', 'reconnectMaxMs', 'livenessTimeoutMs'];
+const REDIS_FIELDS = ['host', 'port', 'unixSocket', 'username', 'password', 'db', 'tls', 'sentinel', 'maxUnwrittenBytes', ...REDIS_TIMEOUTS];
+const TLS_STRINGS = ['caFile', 'caDir', 'certFile', 'keyFile', 'serverName'];
+const TLS_FIELDS = [...TLS_STRINGS, 'verifyPeer'];
+const SENTINEL_FIELDS = ['sentinels', 'masterName', 'username', 'password'];
 const NUMBER_OPTIONS = ['lockTtlMs', 'resultTtlMs', 'errorTtlMs', 'waitTimeoutMs', 'producerTimeoutMs', 'fallbackIntervalMs'];
 const SIZE_OPTIONS = ['maxKeyBytes', 'maxValueBytes', 'maxInflightKeys', 'maxWaitersPerFlight'];
 const L1_FIELDS = { maxEntries: 'l1MaxEntries', maxBytes: 'l1MaxBytes', ttlMs: 'l1TtlMs' };
 const KNOWN = new Set(['redis', 'keyPrefix', 'l1', 'whenRedisDown', 'raw', ...NUMBER_OPTIONS, ...SIZE_OPTIONS]);
 
-// The user's options -> the flat object NativeGroup reads. Types and ranges
+function checkFields(what, object, known) {
+  if (object === null || typeof object !== 'object' || Array.isArray(object)) {
+    throw new TypeError(`singleflight: ${what} must be an object (got ${describe(object)})`);
+  }
+  for (const name of Object.keys(object)) {
+    if (!known.includes(name)) throw new TypeError(`singleflight: unknown ${what} option "${name}"`);
+  }
+}
+
+function copyStrings(what, from, names, out) {
+  for (const name of names) {
+    if (from[name] === undefined) continue;
+    if (typeof from[name] !== 'string') throw new TypeError(`singleflight: ${what}.${name} must be a string (got ${describe(from[name])})`);
+    out[name] = from[name];
+  }
+}
+
+// redis.tls: true (the system's CAs, full verification), false/undefined
+// (plaintext), or an object of TLS_FIELDS -> the object the addon reads (its
+// presence turns TLS on).
+function tlsOptions(tls) {
+  if (tls === undefined || tls === false) return undefined;
+  if (tls === true) return {};
+  if (tls === null || typeof tls !== 'object' || Array.isArray(tls)) {
+    throw new TypeError(`singleflight: redis.tls must be true, false or an object (got ${describe(tls)})`);
+  }
+  checkFields('redis.tls', tls, TLS_FIELDS);
+  const out = {};
+  copyStrings('redis.tls', tls, TLS_STRINGS, out);
+  if (tls.verifyPeer !== undefined) {
+    if (typeof tls.verifyPeer !== 'boolean') throw new TypeError(`singleflight: redis.tls.verifyPeer must be a boolean (got ${describe(tls.verifyPeer)})`);
+    out.verifyPeer = tls.verifyPeer;
+  }
+  if ((out.certFile === undefined) !== (out.keyFile === undefined)) {
+    throw new TypeError('singleflight: redis.tls.certFile and redis.tls.keyFile go together (a client certificate and its key)');
+  }
+  return out;
+}
+
+function sentinelOptions(sentinel) {
+  if (sentinel === undefined) return undefined;
+  checkFields('redis.sentinel', sentinel, SENTINEL_FIELDS);
+  if (typeof sentinel.masterName !== 'string' || sentinel.masterName === '') {
+    throw new TypeError(`singleflight: redis.sentinel.masterName must be a non-empty string (got ${describe(sentinel.masterName)})`);
+  }
+  if (!Array.isArray(sentinel.sentinels) || sentinel.sentinels.length === 0) {
+    throw new TypeError('singleflight: redis.sentinel.sentinels must be a non-empty array of { host, port }');
+  }
+  const out = { masterName: sentinel.masterName };
+  out.sentinels = sentinel.sentinels.map((address, i) => {
+    const what = `redis.sentinel.sentinels[${i}]`;
+    checkFields(what, address, ['host', 'port']);
+    if (typeof address.host !== 'string' || address.host === '') {
+      throw new TypeError(`singleflight: ${what}.host must be a non-empty string (got ${describe(address.host)})`);
+    }
+    return { host: address.host, port: address.port === undefined ? 26379 : checkPort(`${what}.port`, address.port) };
+  });
+  copyStrings('redis.sentinel', sentinel, ['username', 'password'], out);
+  return out;
+}
+
+// The user's options -> the flat object NativeGroup reads (redis.tls and
+// redis.sentinel stay nested). Types and ranges
 // are checked here, so a typo or a wrong type throws at construction.
 function nativeOptions(options) {
   if (options === undefined) options = {};
@@ -96,16 +172,19 @@ function nativeOptions(options) {
     for (const name of Object.keys(redis)) {
       if (!REDIS_FIELDS.includes(name)) throw new TypeError(`singleflight: unknown redis option "${name}"`);
     }
-    for (const name of ['host', 'unixSocket', 'username', 'password']) {
-      if (redis[name] === undefined) continue;
-      if (typeof redis[name] !== 'string') throw new TypeError(`singleflight: redis.${name} must be a string`);
-      out[name] = redis[name];
-    }
-    if (redis.port !== undefined) out.port = checkInteger('redis.port', redis.port, 65535);
+    copyStrings('redis', redis, ['host', 'unixSocket', 'username', 'password'], out);
+    if (redis.port !== undefined) out.port = checkPort('redis.port', redis.port);
     if (redis.db !== undefined) out.db = checkInteger('redis.db', redis.db, 0x7fffffff);
-    for (const name of ['connectTimeoutMs', 'commandTimeoutMs', 'reconnectMinMs', 'reconnectMaxMs']) {
+    for (const name of REDIS_TIMEOUTS) {
       if (redis[name] !== undefined) out[name] = checkInteger(`redis.${name}`, redis[name]);
     }
+    if (redis.maxUnwrittenBytes !== undefined) {
+      out.maxUnwrittenBytes = checkInteger('redis.maxUnwrittenBytes', redis.maxUnwrittenBytes, Number.MAX_SAFE_INTEGER);
+    }
+    const tls = tlsOptions(redis.tls);
+    if (tls) out.tls = tls;
+    const sentinel = sentinelOptions(redis.sentinel);
+    if (sentinel) out.sentinel = sentinel;
   }
   if (options.keyPrefix !== undefined) {
     if (typeof options.keyPrefix !== 'string') throw new TypeError('singleflight: keyPrefix must be a string');

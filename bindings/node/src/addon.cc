@@ -6,6 +6,7 @@
 // here each native method maps to one Group method:
 //
 //   new NativeGroup(options)                 options already flattened by index.js
+//                                            (but for the tls and sentinel objects)
 //   do(key, producer, timeoutMs, onResult)   -> call id (number) | {code, message}
 //       producer(key, settle): called when this process leads; settle(null,
 //       value) or settle(message) reports the outcome (returns false if ignored).
@@ -88,6 +89,40 @@ class Reader {
   Napi::Object object_;
 };
 
+// An object turns TLS on (index.js passes {} for `tls: true`).
+void ReadTls(const Napi::Value& value, TlsOptions* tls) {
+  if (!value.IsObject()) return;
+  tls->enabled = true;
+  Reader r(value.As<Napi::Object>());
+  r.String("caFile", &tls->ca_file);
+  r.String("caDir", &tls->ca_dir);
+  r.String("certFile", &tls->cert_file);
+  r.String("keyFile", &tls->key_file);
+  r.String("serverName", &tls->server_name);
+  r.Bool("verifyPeer", &tls->verify_peer);
+}
+
+void ReadSentinel(const Napi::Value& value, SentinelOptions* sentinel) {
+  if (!value.IsObject()) return;
+  Napi::Object js = value.As<Napi::Object>();
+  Reader r(js);
+  r.String("masterName", &sentinel->master_name);
+  r.String("username", &sentinel->username);
+  r.String("password", &sentinel->password);
+  Napi::Value list = js.Get("sentinels");
+  if (!list.IsArray()) return;
+  Napi::Array array = list.As<Napi::Array>();
+  for (uint32_t i = 0; i < array.Length(); ++i) {
+    Napi::Value entry = array.Get(i);
+    if (!entry.IsObject()) continue;
+    SentinelOptions::Address address;
+    Reader a(entry.As<Napi::Object>());
+    a.String("host", &address.host);
+    a.Number("port", &address.port);
+    sentinel->sentinels.push_back(std::move(address));
+  }
+}
+
 // index.js has checked every type and range it can; the library validates the
 // rest (a bad combination makes every call fail with invalid_argument).
 Options ReadOptions(Napi::Object js) {
@@ -103,6 +138,10 @@ Options ReadOptions(Napi::Object js) {
   r.Number("commandTimeoutMs", &options.redis.command_timeout_ms);
   r.Number("reconnectMinMs", &options.redis.reconnect_min_ms);
   r.Number("reconnectMaxMs", &options.redis.reconnect_max_ms);
+  r.Number("livenessTimeoutMs", &options.redis.liveness_timeout_ms);
+  r.Number("maxUnwrittenBytes", &options.redis.max_unwritten_bytes);
+  ReadTls(js.Get("tls"), &options.redis.tls);
+  ReadSentinel(js.Get("sentinel"), &options.redis.sentinel);
   std::string mode;
   r.String("whenRedisDown", &mode);
   if (mode == "failFast") options.when_redis_down = DegradedMode::kFailFast;
@@ -422,7 +461,8 @@ class NativeGroup : public Napi::ObjectWrap<NativeGroup> {
 };
 
 // parseRedisUrl(text) -> the RedisOptions fields the URL sets (camelCased,
-// only those it sets), or a string: why the URL was refused. The library's
+// only those it sets; `tls` is present, maybe empty, when TLS is on, and
+// verifyPeer only when it is off), or a string: why the URL was refused. The library's
 // own Options::FromUrl, so that C++ and Node read a URL the same way.
 Napi::Value ParseRedisUrl(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -443,6 +483,35 @@ Napi::Value ParseRedisUrl(const Napi::CallbackInfo& info) {
   if (!r.username.empty()) out.Set("username", r.username);
   if (!r.password.empty()) out.Set("password", r.password);
   if (r.db != 0) out.Set("db", r.db);
+  if (r.tls.enabled) {
+    Napi::Object tls = Napi::Object::New(env);
+    auto put = [&](const char* name, const std::string& value) {
+      if (!value.empty()) tls.Set(name, value);
+    };
+    put("caFile", r.tls.ca_file);
+    put("caDir", r.tls.ca_dir);
+    put("certFile", r.tls.cert_file);
+    put("keyFile", r.tls.key_file);
+    put("serverName", r.tls.server_name);
+    if (!r.tls.verify_peer) tls.Set("verifyPeer", false);
+    out.Set("tls", tls);
+  }
+  if (r.sentinel.enabled()) {
+    const SentinelOptions& s = r.sentinel;
+    Napi::Array sentinels = Napi::Array::New(env, s.sentinels.size());
+    for (uint32_t i = 0; i < s.sentinels.size(); ++i) {
+      Napi::Object address = Napi::Object::New(env);
+      address.Set("host", s.sentinels[i].host);
+      address.Set("port", s.sentinels[i].port);
+      sentinels.Set(i, address);
+    }
+    Napi::Object sentinel = Napi::Object::New(env);
+    sentinel.Set("sentinels", sentinels);
+    sentinel.Set("masterName", s.master_name);
+    if (!s.username.empty()) sentinel.Set("username", s.username);
+    if (!s.password.empty()) sentinel.Set("password", s.password);
+    out.Set("sentinel", sentinel);
+  }
   return out;
 }
 

@@ -5,26 +5,14 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const { redisForFile } = require('./support/redis');
-const { NodeWorker, CppWorker, cppWorkerBinary } = require('./support/fleet');
+const { CppWorker, cppWorkerBinary, startNodeWorkers, parkLeaderUntilFollowed } = require('./support/fleet');
 
 const redis = redisForFile(test, 'fleet');
 const { skip, newPrefix } = redis;
 
-// Starts `count` Node workers on one key and waits until they can take "go".
-async function startWorkers(count, config) {
-  const workers = Array.from({ length: count }, () => new NodeWorker({ redis: redis.url, ...config }));
-  await Promise.all(workers.map((w) => w.next('ready')));
-  return workers;
-}
-
-// Every worker calls; the first to lead stays parked until the others follow
-// it (subscribed to the flight's channel and re-checked): returns the leader.
-async function parkLeaderUntilFollowed(workers) {
-  const leading = Promise.race(workers.map((w) => w.next('leading').then(() => w)));
-  for (const w of workers) w.send({ type: 'go' });
-  const leader = await leading;
-  await Promise.all(workers.filter((w) => w !== leader).map((w) => w.next('following')));
-  return leader;
+// Starts `count` Node workers on this file's server.
+function startWorkers(count, config) {
+  return startNodeWorkers(count, { redis: redis.url, ...config });
 }
 
 test('4 processes x 25 calls on one key: 1 execution, followers woken by pub/sub', { skip }, async () => {

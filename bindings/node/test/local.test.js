@@ -124,7 +124,31 @@ test('bad keys and options are refused clearly', async () => {
   assert.throws(() => new Group({ lockTtlMs: -1 }), RangeError);
   assert.throws(() => new Group({ whenRedisDown: 'maybe' }), TypeError);
   assert.throws(() => new Group({ redis: 'rediss://h:1?tls_verify=maybe' }), { code: 'invalid_argument', message: /tls_verify is 0 or 1/ });
+  assert.throws(() => new Group({ redis: 'redis://h:1?tls_ca=x' }), { code: 'invalid_argument', message: /needs rediss:\/\// });
   assert.throws(() => new Group({ redis: 'http://h' }), { code: 'invalid_argument' });
+});
+
+test('redis.tls and redis.sentinel are checked at construction', () => {
+  const bad = (redis, pattern, type = TypeError) => assert.throws(() => new Group({ redis }), (e) => e instanceof type && pattern.test(e.message));
+  bad({ host: 'h', tls: 'yes' }, /redis\.tls must be true, false or an object \(got a string\)/);
+  bad({ host: 'h', tls: { caFlie: 'x' } }, /unknown redis\.tls option "caFlie"/);
+  bad({ host: 'h', tls: { caFile: 1 } }, /redis\.tls\.caFile must be a string \(got a number\)/);
+  bad({ host: 'h', tls: { verifyPeer: 0 } }, /redis\.tls\.verifyPeer must be a boolean/);
+  bad({ host: 'h', tls: { certFile: 'c' } }, /certFile and redis\.tls\.keyFile go together/);
+  bad({ sentinel: { sentinels: [{ host: 's' }] } }, /redis\.sentinel\.masterName must be a non-empty string \(got undefined\)/);
+  bad({ sentinel: { masterName: 'm' } }, /redis\.sentinel\.sentinels must be a non-empty array/);
+  bad({ sentinel: { masterName: 'm', sentinels: [] } }, /redis\.sentinel\.sentinels must be a non-empty array/);
+  bad({ sentinel: { masterName: 'm', sentinels: ['s:26379'] } }, /redis\.sentinel\.sentinels\[0\] must be an object/);
+  bad({ sentinel: { masterName: 'm', sentinels: [{ host: 's', port: 0 }] } }, /sentinels\[0\]\.port must be a port/, RangeError);
+  bad({ sentinel: { masterName: 'm', sentinels: [{ host: 's' }], pasword: 'x' } }, /unknown redis\.sentinel option "pasword"/);
+  bad({ host: 'h', livenessTimeoutMs: -1 }, /redis\.livenessTimeoutMs must be an integer/, RangeError);
+  bad({ host: 'h', maxUnwrittenBytes: 0.5 }, /redis\.maxUnwrittenBytes must be an integer/, RangeError);
+  // Accepted (nothing connects until a call).
+  for (const redis of [
+    { host: 'h', tls: true },
+    { host: 'h', tls: false, livenessTimeoutMs: 1000, maxUnwrittenBytes: 1 << 20 },
+    { sentinel: { masterName: 'm', sentinels: [{ host: 's' }, { host: 't', port: 5000 }], username: 'u', password: 'p' }, tls: { caFile: '/ca.pem' } },
+  ]) new Group({ redis }).close();
 });
 
 test('a value over maxValueBytes is too_large', async () => {
@@ -140,6 +164,26 @@ test('Redis URLs parse like redis-py and ioredis', () => {
   assert.deepEqual(parseRedisUrl('unix:///run/redis.sock?db=3'), { unixSocket: '/run/redis.sock', db: 3 });
   assert.deepEqual(parseRedisUrl('localhost:7000'), { host: 'localhost', port: 7000 });
   assert.deepEqual(parseRedisUrl('redis://[::1]:7000'), { host: '::1', port: 7000 });
+});
+
+test('rediss:// and redis+sentinel:// URLs carry tls and sentinel', () => {
+  assert.deepEqual(parseRedisUrl('rediss://h'), { host: 'h', port: 6379, tls: {} });
+  assert.deepEqual(
+    parseRedisUrl('rediss://u:p@127.0.0.1:6390/1?tls_ca=%2Fetc%2Fca.pem&tls_ca_dir=/etc/cas&tls_cert=c.pem&tls_key=k.pem&tls_server_name=redis.internal&tls_verify=0'),
+    { host: '127.0.0.1', port: 6390, username: 'u', password: 'p', db: 1,
+      tls: { caFile: '/etc/ca.pem', caDir: '/etc/cas', certFile: 'c.pem', keyFile: 'k.pem', serverName: 'redis.internal', verifyPeer: false } });
+  assert.deepEqual(parseRedisUrl('rediss://h?tls_verify=1'), { host: 'h', port: 6379, tls: {} });
+  const sentinel = parseRedisUrl('redis+sentinel://u:p%40w@s1:5000,s2,[::1]:5002/mymaster/2?sentinel_user=su&sentinel_password=sp');
+  assert.deepEqual(sentinel, {
+    username: 'u', password: 'p@w', db: 2,
+    sentinel: { sentinels: [{ host: 's1', port: 5000 }, { host: 's2', port: 26379 }, { host: '::1', port: 5002 }], masterName: 'mymaster', username: 'su', password: 'sp' },
+  });
+  assert.deepEqual(parseRedisUrl('rediss+sentinel://s1/m?tls_ca=ca.pem'),
+    { tls: { caFile: 'ca.pem' }, sentinel: { sentinels: [{ host: 's1', port: 26379 }], masterName: 'm' } });
+  // What parseRedisUrl returns is itself a valid `redis` object.
+  new Group({ redis: sentinel }).close();
+  assert.throws(() => parseRedisUrl('redis+sentinel://s1'), { code: 'invalid_argument', message: /no master name/ });
+  assert.throws(() => parseRedisUrl('rediss://h?tls_cert=c'), { code: 'invalid_argument', message: /tls_cert and tls_key go together/ });
 });
 
 test('wrap shares one execution per key and keeps fn\'s signature', async () => {

@@ -76,6 +76,24 @@ class NodeWorker {
   }
 }
 
+// Starts `count` Node workers with `config` (worker.js) and waits until they
+// can take "go".
+async function startNodeWorkers(count, config) {
+  const workers = Array.from({ length: count }, () => new NodeWorker(config));
+  await Promise.all(workers.map((w) => w.next('ready')));
+  return workers;
+}
+
+// Every worker calls; the first to lead stays parked until the others follow
+// it (subscribed to the flight's channel and re-checked): returns the leader.
+async function parkLeaderUntilFollowed(workers) {
+  const leading = Promise.race(workers.map((w) => w.next('leading').then(() => w)));
+  for (const w of workers) w.send({ type: 'go' });
+  const leader = await leading;
+  await Promise.all(workers.filter((w) => w !== leader).map((w) => w.next('following')));
+  return leader;
+}
+
 // The C++ test worker: lines on stdout, commands on stdin (see sf_worker.cpp).
 class CppWorker {
   constructor(binary, args) {
@@ -107,4 +125,4 @@ function cppWorkerBinary() {
   return candidates.find((file) => file && fs.existsSync(file)) || null;
 }
 
-module.exports = { NodeWorker, CppWorker, cppWorkerBinary };
+module.exports = { NodeWorker, CppWorker, cppWorkerBinary, startNodeWorkers, parkLeaderUntilFollowed };

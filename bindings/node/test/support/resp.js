@@ -22,9 +22,11 @@ class RespClient {
     socket.on('close', () => fail(new Error('resp: connection closed')));
   }
 
-  static connect(port, host = '127.0.0.1') {
+  // `to`: a TCP port on `host`, or net.connect's options ({ path } for a
+  // unix socket: a TLS-only server's plaintext side).
+  static connect(to, host = '127.0.0.1') {
     return new Promise((resolve, reject) => {
-      const socket = net.connect({ port, host });
+      const socket = net.connect(typeof to === 'object' ? to : { port: to, host });
       socket.once('error', reject);
       socket.once('connect', () => {
         socket.off('error', reject);

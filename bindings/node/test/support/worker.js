@@ -5,7 +5,9 @@
 // process's main loop or on a thread's own loop.
 //
 //   config: {redis: URL, prefix: P, key: K, callers: C, raw: bool,
-//            timeoutMs: T, skipClose: bool}
+//            timeoutMs: T, skipClose: bool, counter: where the INCRs go
+//            (a port or {path}; default: the URL's port — set it for a
+//            TLS-only server, whose plaintext side is its unix socket)}
 //
 // Messages from the test: {type: "go"} starts C concurrent calls of `key`;
 // {type: "finish", value} or {type: "fail", message} settles the oldest parked
@@ -30,7 +32,7 @@ const channel = parentPort
 async function main() {
   const { config } = channel;
   const group = new Group({ redis: config.redis, keyPrefix: config.prefix, raw: Boolean(config.raw) });
-  const counter = await RespClient.connect(Number(new URL(config.redis).port));
+  const counter = await RespClient.connect(config.counter ?? Number(new URL(config.redis).port));
   const parked = [];
   const producer = async ({ key }) => {
     await counter.command('INCR', `${config.prefix}exec:${key}`);
