@@ -115,8 +115,14 @@ void Flight::OnCheckReply(const Status& status, const Reply& reply) {
       retries_ = 0;
       return OnCheckAnswer(reply);
     case ReplyClass::kNotSent:
-      // The link is down now. Before any answer that is an outage; after one,
-      // wait for the link like an unknown outcome.
+      // The link was down when the check was to be sent. Its answer is
+      // deferred, like every callback, and may arrive after the link came
+      // back (simulation seed 31867: a pause held the reconnect and the
+      // answer together): then the check simply goes out now — degrading
+      // would run the producer without the lock while Redis coordinates
+      // everyone else. Still down: before any answer that is an outage;
+      // after one, wait for the link like an unknown outcome.
+      if (group_.link()->up()) return Check();
       if (!answered_) return Degrade(status);
       return WaitForLink();
     case ReplyClass::kUnknown:

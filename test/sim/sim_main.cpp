@@ -4,6 +4,7 @@
 //                      prints every failing seed per invariant and the trace of
 //                      the first one. SIM_SEED=n replays one seed with its full
 //                      trace instead.
+//   Sim.RegressionSeeds  seeds beyond that range that once broke an invariant.
 //   Sim.Deterministic  a seed replays to the same event sequence, traced or not.
 #include <gtest/gtest.h>
 
@@ -102,6 +103,16 @@ TEST(Sim, Seeds) {
     PrintViolations(r);
   }
   EXPECT_EQ(failed_seeds, 0u) << "seeds broke invariants (summary above)";
+}
+
+// Seeds outside Sim.Seeds' range that once broke an invariant (README.md
+// here, "Seeds that found bugs"): each must stay clean.
+TEST(Sim, RegressionSeeds) {
+  for (uint64_t seed : {31867ull}) {
+    SeedResult r = RunSeed(seed, false);
+    if (!r.violations.empty()) PrintViolations(r);
+    EXPECT_TRUE(r.violations.empty()) << "seed " << seed << " broke an invariant again";
+  }
 }
 
 TEST(Sim, Deterministic) {
