@@ -270,7 +270,8 @@ void Lease::End() {
 
 std::shared_ptr<Lease> LeaseSet::Create(const FlightKeys& names) {
   auto lease = std::make_shared<Lease>(*this, names);
-  leases_.emplace(lease.get(), lease);
+  lease->order_ = next_order_++;
+  leases_.emplace(lease->order_, lease);
   return lease;
 }
 
@@ -287,7 +288,7 @@ void LeaseSet::OnLinkUp() {
 }
 
 void LeaseSet::Remove(Lease* lease) {
-  auto found = leases_.find(lease);
+  auto found = leases_.find(lease->order_);
   if (found == leases_.end()) return;
   auto keep = std::move(found->second);  // freed after erase returns
   leases_.erase(found);

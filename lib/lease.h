@@ -27,9 +27,9 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "key_naming.h"
@@ -75,6 +75,8 @@ class Lease final : public std::enable_shared_from_this<Lease> {
 
  private:
   friend class LeaseSet;  // Drain asks each lease to take its next step
+
+  uint64_t order_ = 0;  // its key in LeaseSet::leases_
 
   // What this process knows about the lock under our token.
   enum class Lock {
@@ -150,7 +152,11 @@ class LeaseSet {
   Stats& stats_;
   const Options& options_;
   RedisLink* link_ = nullptr;
-  std::unordered_map<Lease*, std::shared_ptr<Lease>> leases_;  // every lease not ended
+  // Every lease not ended, in creation order: OnLinkUp and Drain visit them
+  // in an order that does not depend on where they were allocated, so a
+  // simulation seed replays alike in a batch and alone.
+  std::map<uint64_t, std::shared_ptr<Lease>> leases_;
+  uint64_t next_order_ = 0;
   bool draining_ = false;
   std::function<void()> drained_;
   Scheduler::TimerId drain_timer_;

@@ -5,6 +5,7 @@
 //                      the first one. SIM_SEED=n replays one seed with its full
 //                      trace instead.
 //   Sim.RegressionSeeds  seeds beyond that range that once broke an invariant.
+//   Sim.SameInABatchAsAlone  a seed's run does not depend on the seeds before it.
 //   Sim.Deterministic  a seed replays to the same event sequence, traced or not.
 #include <gtest/gtest.h>
 
@@ -112,6 +113,18 @@ TEST(Sim, RegressionSeeds) {
     SeedResult r = RunSeed(seed, false);
     if (!r.violations.empty()) PrintViolations(r);
     EXPECT_TRUE(r.violations.empty()) << "seed " << seed << " broke an invariant again";
+  }
+}
+
+// A seed's run does not depend on what ran before it in the process (heap
+// addresses, which a pointer-keyed container would iterate in): a batch
+// failure replays alone.
+TEST(Sim, SameInABatchAsAlone) {
+  const uint64_t count = EnvU64("SIM_BATCH", 1100);
+  std::vector<uint64_t> alone;
+  for (uint64_t seed = 1; seed <= count; ++seed) alone.push_back(RunSeed(seed, false).fingerprint);
+  for (uint64_t seed = count; seed >= 1; --seed) {
+    EXPECT_EQ(RunSeed(seed, false).fingerprint, alone[seed - 1]) << "seed " << seed;
   }
 }
 
