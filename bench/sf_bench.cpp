@@ -8,6 +8,8 @@
 //            [--lock-ttl-ms MS] [--result-ttl-ms MS] [--fallback-ms MS]
 //            [--call-timeout-ms MS] [--fail once|always] [--crash] [--slow]
 //            [--late-ms MS] [--value-bytes N] [--scenario NAME] [--out FILE]
+//   sf_bench ... --scenario hot --rate CALLS_PER_S --duration-ms D [-P N] [-W MS]
+//            [--result-ttl-ms MS]
 //
 // Method (docs/benchmarks.md): each worker connects and warms up (one flight
 // of its own), then waits for "go <start>" on stdin. The producer INCRs an
@@ -15,6 +17,13 @@
 // timer. A call's latency is from the shared start to its callback. Commands
 // are counted by INFO commandstats from a CONFIG RESETSTAT just before the
 // start; the driver's own INCR/CONFIG/INFO are left out.
+//
+// --scenario hot is open-loop instead: one key, and the fleet issues RATE
+// calls per second for D ms, spread evenly over the P workers (call j of the
+// fleet is due at j / RATE s and belongs to worker j mod P), each call on
+// schedule whether or not earlier ones finished. A call's latency is from
+// its Do to its callback, so a result's expiry shows as a spike: the calls
+// that arrive while the next producer runs wait for it.
 //
 // The same binary is the worker: the driver runs it with --worker ROLE.
 #include <signal.h>
@@ -53,7 +62,10 @@ struct Config {
   bool slow = false;
   int late_ms = -1;  // < 0: no late caller
   size_t value_bytes = 100;
-  std::string scenario;
+  std::string scenario;  // a label, except "hot", which is its own driver
+  long rate = 0;         // --scenario hot: calls per second, fleet-wide
+  long duration_ms = 0;  // --scenario hot: how long calls are issued
+  int index = 0;         // --scenario hot: this worker's place in the fleet
   std::string out;
   std::string prefix;  // chosen by the driver, unique per run
   std::string worker;  // "", "main" or "late": the role of this process
@@ -65,7 +77,12 @@ struct Config {
                "[-W MS] [--keys K]\n"
                "  [--lock-ttl-ms MS] [--result-ttl-ms MS] [--fallback-ms MS]\n"
                "  [--call-timeout-ms MS] [--fail once|always] [--crash] [--slow]\n"
-               "  [--late-ms MS] [--value-bytes N] [--scenario NAME] [--out FILE]\n",
+               "  [--late-ms MS] [--value-bytes N] [--scenario NAME] [--out FILE]\n"
+               "  --scenario hot --rate CALLS_PER_S --duration-ms D: one hot key, open-loop;\n"
+               "    -P, -W, --result-ttl-ms, --lock-ttl-ms and --call-timeout-ms apply, -C does\n"
+               "    not, and --keys and --late-ms are refused.\n"
+               "  --stale-ttl-ms MS, --early-refresh-beta B: the serve-stale and early-refresh\n"
+               "    rows' flags; refused (not supported yet) until Options has them.\n",
                error.c_str());
   std::exit(2);
 }
@@ -74,6 +91,14 @@ long ParseNumber(const std::string& flag, const std::string& text, long min) {
   char* end = nullptr;
   long value = std::strtol(text.c_str(), &end, 10);
   if (text.empty() || *end != '\0' || value < min) Usage("bad value for " + flag + ": " + text);
+  return value;
+}
+
+// The XFetch beta: a non-negative real (1.0 is the paper's default).
+double ParseBeta(const std::string& flag, const std::string& text) {
+  char* end = nullptr;
+  double value = std::strtod(text.c_str(), &end);
+  if (text.empty() || *end != '\0' || !(value >= 0)) Usage("bad value for " + flag + ": " + text);
   return value;
 }
 
@@ -122,6 +147,18 @@ Config Parse(int argc, char** argv) {
       c.value_bytes = static_cast<size_t>(number(0));
     } else if (flag == "--scenario") {
       c.scenario = value();
+    } else if (flag == "--rate") {
+      c.rate = number(1);
+    } else if (flag == "--duration-ms") {
+      c.duration_ms = number(1);
+    } else if (flag == "--stale-ttl-ms") {
+      number(0);
+      Usage("--stale-ttl-ms is not supported yet: Options has no serve-stale TTL");
+    } else if (flag == "--early-refresh-beta") {
+      ParseBeta(flag, value());
+      Usage("--early-refresh-beta is not supported yet: Options has no early refresh");
+    } else if (flag == "--index") {
+      c.index = static_cast<int>(number(0));
     } else if (flag == "--out") {
       c.out = value();
     } else if (flag == "--prefix") {
@@ -137,6 +174,13 @@ Config Parse(int argc, char** argv) {
   if (!c.redis.enabled()) Usage("--redis, --redis-url or SINGLEFLIGHT_REDIS is required");
   // --slow: the work outlives the lock, so only the watchdog keeps it one execution.
   if (c.slow) c.work_ms = c.lock_ttl_ms * 3 / 2;
+  if (c.scenario == "hot") {
+    if (c.rate == 0 || c.duration_ms == 0) Usage("--scenario hot needs --rate and --duration-ms");
+    if (c.keys != 1) Usage("--scenario hot has one key; --keys does not apply");
+    if (c.late_ms >= 0) Usage("--scenario hot has no late caller; --late-ms does not apply");
+  } else if (c.rate != 0 || c.duration_ms != 0) {
+    Usage("--rate and --duration-ms need --scenario hot");
+  }
   return c;
 }
 
@@ -148,6 +192,20 @@ int64_t WallUs() {
 
 std::string ExecKey(const Config& c, int key) {
   return c.prefix + "exec:" + std::to_string(key);
+}
+
+// --scenario hot's schedule, which the driver and every worker compute alike:
+// the fleet's calls, when call j is due (us after the start), and how many of
+// them are worker `index`'s (j = index, index + P, ...).
+long long HotCalls(const Config& c) {
+  return static_cast<long long>(c.duration_ms) * c.rate / 1000;
+}
+int64_t HotDueUs(const Config& c, long long j) {
+  return j * 1000000 / c.rate;
+}
+int HotCallsOf(const Config& c, int index) {
+  long long n = HotCalls(c);
+  return index < n ? static_cast<int>((n - 1 - index) / c.procs + 1) : 0;
 }
 
 // ============================== the worker ==================================
@@ -180,10 +238,13 @@ class Worker {
       std::fprintf(stderr, "sf_bench: worker: %s\n", error.c_str());
       std::exit(1);
     }
+    hot_ = config_.scenario == "hot";
     callers_ = config_.worker == "late" ? 1 : config_.callers;
+    if (hot_) callers_ = HotCallsOf(config_, config_.index);
     uv_timer_init(loop, &start_timer_);
     uv_timer_init(loop, &guard_timer_);
-    start_timer_.data = guard_timer_.data = this;
+    uv_timer_init(loop, &rate_timer_);
+    start_timer_.data = guard_timer_.data = rate_timer_.data = this;
   }
 
   // One flight of our own, so that both connections are up before "ready".
@@ -211,7 +272,7 @@ class Worker {
     // Past the callers' own deadline plus a grace, a pending call is hung:
     // the library broke its promise to answer by the deadline.
     uint64_t guard = static_cast<uint64_t>(std::max<int64_t>(0, (at - WallUs()) / 1000)) +
-                     config_.call_timeout_ms + 2000;
+                     (hot_ ? config_.duration_ms : 0) + config_.call_timeout_ms + 2000;
     uv_timer_start(&guard_timer_, OnGuardTimer, guard, 0);
   }
 
@@ -223,7 +284,11 @@ class Worker {
     // The timer is ms-coarse; spin the last stretch so every process starts together.
     while (WallUs() < self->arrive_us_) {
     }
-    self->StartCallers();
+    if (self->hot_) {
+      self->StartHot();
+    } else {
+      self->StartCallers();
+    }
   }
 
   static void OnGuardTimer(uv_timer_t* timer) {
@@ -251,6 +316,62 @@ class Worker {
       }
     }
     if (finished_ == callers_) Finish();
+  }
+
+  // --scenario hot: this worker's share of the fleet's schedule, open-loop.
+  void StartHot() {
+    std::printf("arrive %lld\n", static_cast<long long>(WallUs() - start_us_));
+    before_ = group_->stats();
+    next_ = config_.index;
+    IssueDue();
+  }
+
+  static void OnRateTimer(uv_timer_t* timer) { static_cast<Worker*>(timer->data)->IssueDue(); }
+
+  // Issues every call that is due, then sleeps until the next one. The timer
+  // is ms-coarse, so a call may leave up to ~1 ms late; its lag is reported.
+  void IssueDue() {
+    long long total = HotCalls(config_);
+    int64_t now_us = WallUs() - start_us_;
+    for (; next_ < total && HotDueUs(config_, next_) <= now_us; next_ += config_.procs) {
+      IssueHot(now_us - HotDueUs(config_, next_));
+    }
+    if (next_ >= total) {
+      if (finished_ == callers_) Finish();
+      return;
+    }
+    int64_t wait_us = HotDueUs(config_, next_) - (WallUs() - start_us_);
+    uv_update_time(loop_);
+    uv_timer_start(&rate_timer_, OnRateTimer,
+                   static_cast<uint64_t>(std::max<int64_t>(0, (wait_us + 999) / 1000)), 0);
+  }
+
+  void IssueHot(int64_t lag_us) {
+    int64_t issued_us = WallUs();
+    auto call = group_->Do(
+        "0",
+        [this](const singleflight::ProducerContext& ctx, singleflight::Done done) {
+          Produce(std::string(ctx.key), std::move(done));
+        },
+        [this, issued_us, lag_us](const singleflight::Result& r) {
+          if (closing_) return;  // already reported as hung
+          PrintHot(issued_us, lag_us, std::string(singleflight::CodeName(r.status.code())),
+                   std::string(singleflight::SourceName(r.source)));
+          if (++finished_ == callers_) Finish();
+        },
+        singleflight::CallOptions{config_.call_timeout_ms});
+    if (!call.ok()) {
+      PrintHot(issued_us, lag_us, "rejected", "none");
+      ++finished_;  // IssueDue finishes if this was the last one
+    }
+  }
+
+  // "h <issued, us after the start> <latency us> <issue lag us> <code> <source>"
+  void PrintHot(int64_t issued_us, int64_t lag_us, const std::string& code,
+                const std::string& source) {
+    std::printf("h %lld %lld %lld %s %s\n", static_cast<long long>(issued_us - start_us_),
+                static_cast<long long>(WallUs() - issued_us), static_cast<long long>(lag_us),
+                code.c_str(), source.c_str());
   }
 
   void Produce(const std::string& key, singleflight::Done done) {
@@ -313,6 +434,7 @@ class Worker {
     std::fflush(stdout);
     uv_close(reinterpret_cast<uv_handle_t*>(&start_timer_), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&guard_timer_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&rate_timer_), nullptr);
     group_->Close();
   }
 
@@ -320,14 +442,17 @@ class Worker {
   Config config_;
   std::unique_ptr<singleflight::Group> group_;
   std::unique_ptr<examples::SyncRedis> counter_;
-  int callers_;
+  bool hot_;
+  int callers_;  // hot: this worker's calls in the whole schedule
   int finished_ = 0;
+  long long next_ = 0;  // hot: the fleet's index of this worker's next call
   bool closing_ = false;
   int64_t start_us_ = 0;
   int64_t arrive_us_ = 0;
   singleflight::Stats before_;
   uv_timer_t start_timer_;
   uv_timer_t guard_timer_;
+  uv_timer_t rate_timer_;  // hot: until the next call is due
 };
 
 // Reads "go <start_us>" from stdin without blocking the loop.
@@ -405,6 +530,15 @@ struct CallRecord {
   bool late;
 };
 
+// One call of --scenario hot.
+struct HotRecord {
+  int64_t issued_us;  // after the start
+  int64_t latency_us;
+  int64_t lag_us;  // how late it was issued against its schedule
+  std::string code;
+  std::string source;
+};
+
 class Driver {
  public:
   Driver(uv_loop_t* loop, Config config) : loop_(loop), config_(std::move(config)) {
@@ -420,12 +554,13 @@ class Driver {
 
  private:
   bool SpawnAll();
-  bool Spawn(const std::string& role, int callers);
+  bool Spawn(const std::string& role, int callers, int index);
   void MaybeGo();
   void Go();
   void KillAll();
   static void OnTimer(uv_timer_t* timer);
   std::string Report();
+  std::string HotReport();
   std::string Scenario() const;
 
   uv_loop_t* loop_;
@@ -441,6 +576,8 @@ class Driver {
   std::vector<CallRecord> calls_;
   std::map<std::string, long long> worker_stats_;
   std::map<std::string, int64_t> done_us_;  // key -> when its (last) producer called done
+  std::vector<int64_t> produced_us_;        // when every producer called done, any key
+  std::vector<HotRecord> hot_calls_;
 };
 
 void OnChildRead(uv_stream_t* stream, ssize_t n, const uv_buf_t* buf) {
@@ -470,7 +607,7 @@ void OnChildExit(uv_process_t* process, int64_t, int term_signal) {
   if (child->out_closed) child->driver->OnChildDone(child);
 }
 
-bool Driver::Spawn(const std::string& role, int callers) {
+bool Driver::Spawn(const std::string& role, int callers, int index) {
   auto child = std::make_unique<Child>();
   child->driver = this;
   child->role = role;
@@ -504,6 +641,11 @@ bool Driver::Spawn(const std::string& role, int callers) {
   if (!config_.fail.empty()) args.insert(args.end(), {"--fail", config_.fail});
   if (config_.crash) args.push_back("--crash");
   if (config_.late_ms >= 0) args.insert(args.end(), {"--late-ms", std::to_string(config_.late_ms)});
+  if (config_.scenario == "hot") {
+    args.insert(args.end(), {"--scenario", "hot", "--rate", std::to_string(config_.rate),
+                             "--duration-ms", std::to_string(config_.duration_ms), "-P",
+                             std::to_string(config_.procs), "--index", std::to_string(index)});
+  }
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -545,11 +687,12 @@ bool Driver::Spawn(const std::string& role, int callers) {
 
 bool Driver::SpawnAll() {
   for (int i = 0; i < config_.procs; ++i) {
-    if (!Spawn("main", config_.callers)) return false;
+    int callers = config_.scenario == "hot" ? HotCallsOf(config_, i) : config_.callers;
+    if (!Spawn("main", callers, i)) return false;
   }
   // The late caller's process starts now and warms up with the others, so
   // only its call arrives late, not its connection setup.
-  if (config_.late_ms >= 0 && !Spawn("late", 1)) return false;
+  if (config_.late_ms >= 0 && !Spawn("late", 1, config_.procs)) return false;
   return true;
 }
 
@@ -571,11 +714,17 @@ void Driver::OnLine(Child* child, const std::string& line) {
     in >> record.us >> record.code >> record.source >> record.key;
     calls_.push_back(record);
     ++child->results;
+  } else if (kind == "h") {
+    HotRecord record{0, 0, 0, "", ""};
+    in >> record.issued_us >> record.latency_us >> record.lag_us >> record.code >> record.source;
+    hot_calls_.push_back(record);
+    ++child->results;
   } else if (kind == "done") {
     std::string key;
     int64_t us = 0;
     in >> key >> us;
     done_us_[key] = std::max(done_us_[key], us);
+    produced_us_.push_back(us);
   } else if (kind == "arrive") {
     in >> child->arrive_us;
   } else if (kind == "hung") {
@@ -616,9 +765,9 @@ void Driver::Go() {
     uv_write(req, reinterpret_cast<uv_stream_t*>(&child->in), &buf, 1,
              [](uv_write_t* r, int) { delete r; });
   }
-  // The driver never runs longer than the call timeout plus 10 s.
-  uint64_t limit =
-      100 + (config_.late_ms > 0 ? config_.late_ms : 0) + config_.call_timeout_ms + 10000;
+  // The driver never runs longer than the calls' span and timeout plus 10 s.
+  uint64_t limit = 100 + (config_.late_ms > 0 ? config_.late_ms : 0) +
+                   static_cast<uint64_t>(config_.duration_ms) + config_.call_timeout_ms + 10000;
   uv_timer_start(&timer_, OnTimer, limit, 0);
 }
 
@@ -663,7 +812,7 @@ int Driver::Run() {
   uv_run(loop_, UV_RUN_DEFAULT);
   int rc = 1;
   if (!failed_ && started_) {
-    std::string line = Report();
+    std::string line = config_.scenario == "hot" ? HotReport() : Report();
     std::printf("%s\n", line.c_str());
     if (!config_.out.empty()) {
       if (FILE* f = std::fopen(config_.out.c_str(), "a")) {
@@ -756,17 +905,29 @@ std::string Driver::Scenario() const {
   return name;
 }
 
-std::string Driver::Report() {
-  std::map<std::string, long long> commands = CommandStats(*redis_);
-  long long executions = Executions(*redis_, config_);
-  long long redis_cmds = 0, requests = 0;
+// What Redis processed for the library during the run (see IsBookkeeping).
+struct RedisLoad {
+  long long cmds = 0;
+  long long requests = 0;
   std::map<std::string, long long> breakdown;
-  for (const auto& [name, n] : commands) {
+};
+
+RedisLoad LibraryLoad(examples::SyncRedis& redis) {
+  RedisLoad load;
+  for (const auto& [name, n] : CommandStats(redis)) {
     if (IsBookkeeping(name)) continue;
-    breakdown[name] = n;
-    redis_cmds += n;
-    if (!IsInsideScripts(name)) requests += n;
+    load.breakdown[name] = n;
+    load.cmds += n;
+    if (!IsInsideScripts(name)) load.requests += n;
   }
+  return load;
+}
+
+std::string Driver::Report() {
+  RedisLoad load = LibraryLoad(*redis_);
+  long long executions = Executions(*redis_, config_);
+  long long redis_cmds = load.cmds, requests = load.requests;
+  const std::map<std::string, long long>& breakdown = load.breakdown;
   std::map<std::string, long long> by_status, by_source;
   std::vector<int64_t> latencies;
   std::vector<int64_t> after_done;  // callback time minus the producer's done time
@@ -838,6 +999,90 @@ std::string Driver::Report() {
     }
     j += "}";
   }
+  return j + "}";
+}
+
+// --scenario hot. Beyond the usual fields: the calls slower than W/2 and the
+// spikes they form (runs of slow calls, by issue time, more than
+// result_ttl_ms/2 apart: one per expiry), latency by source, when each
+// producer called done, and how late the open-loop schedule issued its calls
+// (a large lag means the machine, not the library, set the numbers).
+std::string Driver::HotReport() {
+  RedisLoad load = LibraryLoad(*redis_);
+  long long executions = Executions(*redis_, config_);
+  std::map<std::string, long long> by_status, by_source;
+  std::map<std::string, std::vector<int64_t>> by_source_us;
+  std::vector<int64_t> latencies, lags, slow_issued;
+  long long errors = 0, hung = 0, killed = 0;
+  const int64_t slow_us = static_cast<int64_t>(config_.work_ms) * 500;
+  for (const HotRecord& call : hot_calls_) {
+    ++by_status[call.code];
+    ++by_source[call.source];
+    if (call.code != "ok") ++errors;
+    latencies.push_back(call.latency_us);
+    by_source_us[call.source].push_back(call.latency_us);
+    lags.push_back(call.lag_us);
+    if (call.latency_us > slow_us) slow_issued.push_back(call.issued_us);
+  }
+  for (const auto& child : children_) {
+    hung += child->hung;
+    int missing = child->callers - child->results - child->hung;
+    if (missing > 0) (child->term_signal != 0 ? killed : hung) += missing;
+  }
+  if (killed > 0) by_status["killed"] = killed;
+  std::sort(latencies.begin(), latencies.end());
+  std::sort(lags.begin(), lags.end());
+  std::sort(slow_issued.begin(), slow_issued.end());
+  std::sort(produced_us_.begin(), produced_us_.end());
+  long long spikes = 0;
+  for (size_t i = 0; i < slow_issued.size(); ++i) {
+    if (i == 0 || slow_issued[i] - slow_issued[i - 1] > config_.result_ttl_ms * 500LL) ++spikes;
+  }
+  auto max_ms = [](const std::vector<int64_t>& sorted_us) {
+    return sorted_us.empty() ? 0 : static_cast<double>(sorted_us.back()) / 1000.0;
+  };
+
+  std::string j = "{\"impl\":\"singleflight\",\"scenario\":\"hot\"";
+  j += ",\"procs\":" + std::to_string(config_.procs);
+  j += ",\"rate\":" + std::to_string(config_.rate);
+  j += ",\"duration_ms\":" + std::to_string(config_.duration_ms);
+  j += ",\"calls\":" + std::to_string(HotCalls(config_));
+  j += ",\"work_ms\":" + std::to_string(config_.work_ms);
+  j += ",\"lock_ttl_ms\":" + std::to_string(config_.lock_ttl_ms);
+  j += ",\"result_ttl_ms\":" + std::to_string(config_.result_ttl_ms);
+  j += ",\"executions\":" + std::to_string(executions);
+  j += ",\"errors\":" + std::to_string(errors);
+  j += ",\"hung\":" + std::to_string(hung);
+  j += ",\"killed\":" + std::to_string(killed);
+  j += ",\"outcomes\":{\"status\":" + JsonCounts(by_status) +
+       ",\"source\":" + JsonCounts(by_source) + "}";
+  j += ",\"lat_ms\":{\"p50\":" + Ms(Percentile(latencies, 0.50)) +
+       ",\"p99\":" + Ms(Percentile(latencies, 0.99)) +
+       ",\"p999\":" + Ms(Percentile(latencies, 0.999)) + ",\"max\":" + Ms(max_ms(latencies)) +
+       ",\"n\":" + std::to_string(latencies.size()) + "}";
+  j += ",\"lat_ms_by_source\":{";
+  for (auto& [source, us] : by_source_us) {
+    std::sort(us.begin(), us.end());
+    if (j.back() != '{') j += ",";
+    j += "\"" + source + "\":{\"p50\":" + Ms(Percentile(us, 0.50)) + ",\"max\":" + Ms(max_ms(us)) +
+         ",\"n\":" + std::to_string(us.size()) + "}";
+  }
+  j += "}";
+  j += ",\"slow_ms\":" + Ms(static_cast<double>(slow_us) / 1000.0);
+  j += ",\"slow_calls\":" + std::to_string(slow_issued.size());
+  j += ",\"spikes\":" + std::to_string(spikes);
+  j += ",\"produced_at_ms\":[";
+  for (size_t i = 0; i < produced_us_.size(); ++i) {
+    j += (i == 0 ? "" : ",") + Ms(static_cast<double>(produced_us_[i]) / 1000.0);
+  }
+  j += "]";
+  j += ",\"issue_lag_ms\":{\"p99\":" + Ms(Percentile(lags, 0.99)) + ",\"max\":" + Ms(max_ms(lags)) +
+       "}";
+  j += ",\"redis_cmds\":" + std::to_string(load.cmds);
+  j += ",\"redis_requests\":" + std::to_string(load.requests);
+  j += ",\"redis_cmd_breakdown\":" + JsonCounts(load.breakdown);
+  j += ",\"worker_stats\":" + JsonCounts(worker_stats_);
+  j += ",\"wall_ms\":" + Ms(static_cast<double>(end_us_ - start_us_) / 1000.0);
   return j + "}";
 }
 
