@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -247,6 +248,19 @@ void RedisServer::Stop() {
 }
 void RedisServer::Kill() {
   Reap(SIGKILL);
+}
+
+std::string RedisServer::LogTail(size_t lines) const {
+  if (dir_.empty()) return {};
+  std::ifstream log(dir_ + "/redis.log");
+  std::deque<std::string> tail;
+  for (std::string line; std::getline(log, line);) {
+    tail.push_back(std::move(line));
+    if (tail.size() > lines) tail.pop_front();
+  }
+  std::string text;
+  for (const std::string& line : tail) text += "\n  " + line;
+  return text;
 }
 
 RedisServer::Config RedisServer::ReplicaOf(const RedisServer& master) {

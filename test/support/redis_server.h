@@ -18,6 +18,7 @@
 
 #include <sys/types.h>
 
+#include <cstddef>
 #include <map>
 #include <memory>
 #include <string>
@@ -104,6 +105,9 @@ class RedisServer {
   pid_t pid() const { return pid_; }
   // The server's temp directory (its log is redis.log there); empty before Start.
   const std::string& dir() const { return dir_; }
+  // The last `lines` lines of its log, each on its own line indented by two
+  // spaces after a newline, for error messages; empty before Start.
+  std::string LogTail(size_t lines = 20) const;
 
   // A synchronous command on a fresh blocking connection (test side only,
   // never on a loop). Authenticates with Config::requirepass if set. A
