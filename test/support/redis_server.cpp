@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -120,6 +121,15 @@ bool RedisServer::Start() {
   }
   for (int attempt = 0; attempt < kPortAttempts; ++attempt) {
     port_ = FreePort();
+    if (config_.cluster) {
+      // The kernel may hand out the port just released again.
+      do {
+        cluster_port_ = FreePort();
+      } while (cluster_port_ != 0 && cluster_port_ == port_);
+      if (cluster_port_ == 0) continue;
+    }
+    // A taken cluster bus port makes the server exit ("Could not bind"),
+    // which WaitReady sees, as for the client port.
     if (port_ != 0 && Launch() && WaitReady()) return true;
     Kill();
   }
@@ -169,6 +179,10 @@ bool RedisServer::Launch() {
     if (!tls.ca_cert_file.empty()) {
       args.insert(args.end(), {"--tls-ca-cert-file", tls.ca_cert_file});
     }
+  }
+  if (config_.cluster) {
+    args.insert(args.end(), {"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                             "--cluster-port", std::to_string(cluster_port_)});
   }
   args.insert(args.end(), config_.extra_args.begin(), config_.extra_args.end());
   std::vector<char*> argv;
@@ -236,6 +250,19 @@ void RedisServer::Kill() {
   Reap(SIGKILL);
 }
 
+std::string RedisServer::LogTail(size_t lines) const {
+  if (dir_.empty()) return {};
+  std::ifstream log(dir_ + "/redis.log");
+  std::deque<std::string> tail;
+  for (std::string line; std::getline(log, line);) {
+    tail.push_back(std::move(line));
+    if (tail.size() > lines) tail.pop_front();
+  }
+  std::string text;
+  for (const std::string& line : tail) text += "\n  " + line;
+  return text;
+}
+
 RedisServer::Config RedisServer::ReplicaOf(const RedisServer& master) {
   Config config;
   config.requirepass = master.config_.requirepass;
@@ -268,15 +295,35 @@ void RedisServer::Resume() {
 }
 
 internal::Reply RedisServer::Command(const std::vector<std::string>& argv) {
+  return Commands({argv}).front();
+}
+
+std::vector<internal::Reply> RedisServer::Commands(
+    const std::vector<std::vector<std::string>>& commands) {
+  std::vector<internal::Reply> replies;
   timeval timeout{5, 0};
   ContextPtr c = Connect(*this, timeout);
-  if (!c) return ErrorReply("out of memory");
-  if (c->err != 0) return ErrorReply(c->errstr);
-  redisSetTimeout(c.get(), timeout);
-  if (!config_.requirepass.empty()) Run(c.get(), {"AUTH", config_.requirepass});
-  ReplyPtr reply = Run(c.get(), argv);
-  if (!reply) return ErrorReply(c->errstr);
-  return internal::ToReply(reply.get());
+  std::string failure;
+  if (!c) {
+    failure = "out of memory";
+  } else if (c->err != 0) {
+    failure = c->errstr;
+  } else {
+    redisSetTimeout(c.get(), timeout);
+    if (!config_.requirepass.empty()) Run(c.get(), {"AUTH", config_.requirepass});
+  }
+  for (const std::vector<std::string>& argv : commands) {
+    if (failure.empty()) {
+      ReplyPtr reply = Run(c.get(), argv);
+      if (reply) {
+        replies.push_back(internal::ToReply(reply.get()));
+        continue;
+      }
+      failure = c->errstr;
+    }
+    replies.push_back(ErrorReply(failure));
+  }
+  return replies;
 }
 
 RedisServer::PendingCommand::~PendingCommand() {

@@ -3,7 +3,8 @@
 // kill, stop, pause, restart on the same port, commands that block the server
 // (a long script, DEBUG SLEEP) sent without waiting for their reply, and a
 // replica of another RedisServer. The same binary runs as a Sentinel given a
-// config file and --sentinel (see SentinelSet).
+// config file and --sentinel (see SentinelSet), and as a Redis Cluster node
+// with Config::cluster (see RedisCluster).
 //
 // With Config::tls the TCP port speaks only TLS (Redis's tls-port; there is
 // no plaintext TCP port) and the unix socket stays plaintext. The fixture's
@@ -17,6 +18,7 @@
 
 #include <sys/types.h>
 
+#include <cstddef>
 #include <map>
 #include <memory>
 #include <string>
@@ -56,6 +58,12 @@ class RedisServer {
     // {requirepass, extra_args} in existing tests keep their meaning and
     // need no more members (-Wmissing-field-initializers).
     Tls tls = {};
+    // A Redis Cluster node: cluster-enabled, its state in nodes.conf in
+    // dir(), and its cluster bus on a second free port (cluster_port()),
+    // chosen with the client port: Redis's default, port + 10000, is past
+    // 65535 for a fifth of Linux's ephemeral ports (32768-60999), and may be taken. Both
+    // ports are kept across Restart, as the other nodes know them.
+    bool cluster = false;
   };
 
   // The configuration of a read-only replica of `master` (replicaof). For a
@@ -89,17 +97,27 @@ class RedisServer {
 
   // The TCP port: with Config::tls, the TLS port.
   int port() const { return port_; }
+  // The cluster bus port with Config::cluster, else 0.
+  int cluster_port() const { return cluster_port_; }
   bool tls() const { return config_.tls.enabled(); }
   std::string host() const { return "127.0.0.1"; }
   std::string unix_socket() const { return dir_.empty() ? std::string() : dir_ + "/redis.sock"; }
   pid_t pid() const { return pid_; }
   // The server's temp directory (its log is redis.log there); empty before Start.
   const std::string& dir() const { return dir_; }
+  // The last `lines` lines of its log, each on its own line indented by two
+  // spaces after a newline, for error messages; empty before Start.
+  std::string LogTail(size_t lines = 20) const;
 
   // A synchronous command on a fresh blocking connection (test side only,
   // never on a loop). Authenticates with Config::requirepass if set. A
   // connection failure comes back as a kError reply with its message.
   internal::Reply Command(const std::vector<std::string>& argv);
+  // Several commands in order on one fresh connection, for those that act on
+  // the connection's next command (ASKING, then a command for a slot being
+  // imported): a reply for each. After a connection failure the rest come
+  // back as kError replies with its message.
+  std::vector<internal::Reply> Commands(const std::vector<std::vector<std::string>>& commands);
 
   // A command written on its own connection whose reply is collected later,
   // for commands that block the server (EVAL of a long script, DEBUG SLEEP,
@@ -136,6 +154,7 @@ class RedisServer {
   Config config_;
   std::string dir_;
   int port_ = 0;
+  int cluster_port_ = 0;  // with Config::cluster
   pid_t pid_ = -1;
   bool paused_ = false;
 };

@@ -1,5 +1,6 @@
 // Reply builders for tests that play the server: the fake link's script
-// answers and the simulated Redis's replies.
+// answers and the simulated Redis's replies; and a reply as one line, for
+// the error messages of the fixtures that talk to real servers.
 #pragma once
 
 #include <string>
@@ -36,6 +37,19 @@ inline internal::Reply Arr(std::vector<internal::Reply> elements) {
   r.type = internal::Reply::Type::kArray;
   r.elements = std::move(elements);
   return r;
+}
+
+// A reply as one line: arrays in brackets, nil as (nil).
+inline std::string DescribeReply(const internal::Reply& reply) {
+  if (reply.type == internal::Reply::Type::kInteger) return std::to_string(reply.integer);
+  if (reply.type == internal::Reply::Type::kNil) return "(nil)";
+  if (reply.type != internal::Reply::Type::kArray) return reply.str;
+  std::string text = "[";
+  for (const internal::Reply& element : reply.elements) {
+    if (text.size() > 1) text += " ";
+    text += DescribeReply(element);
+  }
+  return text + "]";
 }
 
 }  // namespace singleflight::test

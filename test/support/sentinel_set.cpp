@@ -4,8 +4,6 @@
 
 #include <chrono>
 #include <cstdlib>
-#include <deque>
-#include <fstream>
 #include <map>
 #include <sstream>
 #include <thread>
@@ -13,6 +11,7 @@
 
 #include "hiredis_reply.h"
 #include "support/child_process.h"
+#include "support/replies.h"
 
 namespace singleflight::test {
 namespace {
@@ -26,7 +25,6 @@ constexpr auto kStartTimeout = std::chrono::seconds(60);
 // The servers offer no event for "link up" or "replica known": they are
 // probed. The interval only bounds how fast we notice.
 constexpr auto kProbeInterval = std::chrono::milliseconds(10);
-constexpr size_t kLogTailLines = 20;
 
 // Probes `ready` until it holds or `deadline` passes.
 template <typename Ready>
@@ -36,31 +34,6 @@ bool PollUntil(Clock::time_point deadline, Ready ready) {
     if (Clock::now() >= deadline) return false;
     std::this_thread::sleep_for(kProbeInterval);
   }
-}
-
-std::string LogTail(const RedisServer& server) {
-  std::ifstream log(server.dir() + "/redis.log");
-  std::deque<std::string> tail;
-  for (std::string line; std::getline(log, line);) {
-    tail.push_back(std::move(line));
-    if (tail.size() > kLogTailLines) tail.pop_front();
-  }
-  std::string text;
-  for (const std::string& line : tail) text += "\n  " + line;
-  return text;
-}
-
-// A reply as one line, for error messages: arrays in brackets.
-std::string Describe(const Reply& reply) {
-  if (reply.type == Reply::Type::kInteger) return std::to_string(reply.integer);
-  if (reply.type == Reply::Type::kNil) return "(nil)";
-  if (reply.type != Reply::Type::kArray) return reply.str;
-  std::string text = "[";
-  for (const Reply& element : reply.elements) {
-    if (text.size() > 1) text += " ";
-    text += Describe(element);
-  }
-  return text + "]";
 }
 
 // Sentinel reports each replica as a flat list of field, value pairs.
@@ -96,7 +69,7 @@ SentinelSet::~SentinelSet() {
 bool SentinelSet::Fail(const std::string& message, const RedisServer* log_of) {
   error_ = message;
   if (log_of != nullptr && !log_of->dir().empty()) {
-    error_ += "\nlast lines of " + log_of->dir() + "/redis.log:" + LogTail(*log_of);
+    error_ += "\nlast lines of " + log_of->dir() + "/redis.log:" + log_of->LogTail();
   }
   return false;
 }
@@ -165,7 +138,7 @@ bool SentinelSet::Start() {
       })) {
     return Fail("the Sentinel did not list the replica (port " + replica_port +
                     ") as healthy within 60 s; SENTINEL REPLICAS " + name_ + ": " +
-                    Describe(replicas),
+                    DescribeReply(replicas),
                 sentinel_.get());
   }
   return Subscribe();
@@ -202,7 +175,8 @@ bool SentinelSet::Subscribe() {
   // The confirmation is the first reply: from then on, no switch is missed.
   Reply confirmed = run({"SUBSCRIBE", "+switch-master"});
   if (confirmed.elements.size() != 3 || confirmed.elements[0].str != "subscribe") {
-    return Fail("SUBSCRIBE +switch-master on the Sentinel failed: " + Describe(confirmed), nullptr);
+    return Fail("SUBSCRIBE +switch-master on the Sentinel failed: " + DescribeReply(confirmed),
+                nullptr);
   }
   subscription_ = std::move(subscription);
   return true;
@@ -275,7 +249,7 @@ SentinelSet::Address SentinelSet::WaitForFailover(std::chrono::milliseconds time
     Reply role = server->Command({"ROLE"});
     if (role.elements.empty() || role.elements[0].str != "master") {
       Fail("the Sentinel switched " + name_ + " to port " + std::to_string(promoted.port) +
-               ", which answers ROLE " + Describe(role),
+               ", which answers ROLE " + DescribeReply(role),
            server);
       return {};
     }
