@@ -5,11 +5,11 @@
 #include <algorithm>
 #include <cstdlib>
 #include <set>
-#include <thread>
 #include <tuple>
 #include <utility>
 
 #include "support/child_process.h"
+#include "support/poll.h"
 #include "support/replies.h"
 
 namespace singleflight::test {
@@ -22,22 +22,9 @@ using internal::Reply;
 // itself waits for the nodes to meet).
 constexpr auto kStartTimeout = std::chrono::seconds(60);
 constexpr auto kMigrationTimeout = std::chrono::seconds(60);
-// The cluster offers no event for "all nodes agree": it is probed. The
-// interval only bounds how fast we notice.
-constexpr auto kProbeInterval = std::chrono::milliseconds(10);
 // Keys moved per MIGRATE, and its own timeout for the transfer.
 constexpr int kMigrateBatch = 100;
 constexpr const char* kMigrateTimeoutMs = "5000";
-
-// Probes `ready` until it holds or `deadline` passes.
-template <typename Ready>
-bool PollUntil(Clock::time_point deadline, Ready ready) {
-  for (;;) {
-    if (ready()) return true;
-    if (Clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(kProbeInterval);
-  }
-}
 
 uint64_t MillisecondsLeft(Clock::time_point deadline) {
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());

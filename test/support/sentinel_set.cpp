@@ -6,11 +6,11 @@
 #include <cstdlib>
 #include <map>
 #include <sstream>
-#include <thread>
 #include <utility>
 
 #include "hiredis_reply.h"
 #include "support/child_process.h"
+#include "support/poll.h"
 #include "support/replies.h"
 
 namespace singleflight::test {
@@ -22,19 +22,6 @@ using internal::Reply;
 // Generous: on this machine Start takes well under a second, but the Sentinel
 // discovers replicas it missed only with its next INFO of the master (10 s).
 constexpr auto kStartTimeout = std::chrono::seconds(60);
-// The servers offer no event for "link up" or "replica known": they are
-// probed. The interval only bounds how fast we notice.
-constexpr auto kProbeInterval = std::chrono::milliseconds(10);
-
-// Probes `ready` until it holds or `deadline` passes.
-template <typename Ready>
-bool PollUntil(Clock::time_point deadline, Ready ready) {
-  for (;;) {
-    if (ready()) return true;
-    if (Clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(kProbeInterval);
-  }
-}
 
 // Sentinel reports each replica as a flat list of field, value pairs.
 std::map<std::string, std::string> Fields(const Reply& entry) {
