@@ -76,8 +76,9 @@ class FaultTest : public test::FleetTest {
     followed_ = &NewResults();
     Call(*leader_, "k", work_->Parked(), led_);
     ASSERT_TRUE(RunUntil(&loop_, [&] { return work_->runs == 1; }));
+    uint64_t checks = follower.stats().checks;
     Call(follower, "k", work_->Now("a second execution"), followed_, follower_timeout_ms);
-    ASSERT_TRUE(WaitForSubscriber(Names("k").channel));
+    ASSERT_TRUE(WaitForFollower(follower, checks));
     Settle(follower);
   }
   Group* leader_ = nullptr;
@@ -158,6 +159,15 @@ class FaultTest : public test::FleetTest {
     return RunUntil(&loop_, [&] { return Subscribers(channel) >= 1; });
   }
 
+  // Runs the loop until a new call of `group` follows, subscribed: its first
+  // check found the holder, it subscribed, and the check it sends once the
+  // subscription is confirmed was answered (two checks past `checks_before`).
+  // The channel's subscriber count would also count a leader of this process
+  // that has not unsubscribed yet.
+  bool WaitForFollower(Group& group, uint64_t checks_before) {
+    return RunUntil(&loop_, [&] { return group.stats().checks >= checks_before + 2; });
+  }
+
   // The value stored as the key's result, "<none>", or "<undecodable: why>".
   std::string StoredValue(const std::string& key, size_t max_value_bytes = 4u << 20) {
     internal::Reply stored = redis_.Command({"GET", Names(key).result});
@@ -207,7 +217,7 @@ class FaultTest : public test::FleetTest {
     EXPECT_EQ(results[0].source, Source::kRedisCache);
   }
 
-  // Lets a follower that WaitForSubscriber has seen subscribed finish what it
+  // Lets a follower seen subscribed (or its check answered) finish what it
   // does next: its subscription's confirmation is in its socket by then, so
   // it is read while the first fence is under way, and a re-check it starts
   // on it is answered before the second fence is.
@@ -355,7 +365,9 @@ TEST_F(FaultTest, LockTakenByARecheckAfterTheLastCallerLeftIsReleased) {
                 .integer,
             1);
   ASSERT_TRUE(RunUntil(&loop_, [&] { return follower.stats().malformed_dropped >= 1; }));
-  EXPECT_TRUE(call.Cancel());  // before the re-check's answer can have been read
+  // RunUntil stops in the turn that dropped the message; the re-check it
+  // caused is written in the next turn, so its answer cannot have been read.
+  EXPECT_TRUE(call.Cancel());
   ASSERT_TRUE(RunUntil(&loop_, [&] { return followed.size() == 1; }));
   EXPECT_EQ(followed[0].status.code(), Code::kCancelled);
   // The first fence's check may have been written before the re-check's
@@ -639,7 +651,7 @@ TEST_F(FaultTest, ForgedEnvelopeFromAnotherTokenIsDropped) {
   ASSERT_TRUE(RunUntil(&loop_, [&] { return work.runs == 1; }));
   Call(follower, "k", work.Now("a second execution"), &followed);
   std::string channel = Names("k").channel;
-  ASSERT_TRUE(WaitForSubscriber(channel));
+  ASSERT_TRUE(WaitForFollower(follower, 0));
 
   internal::Envelope forged;
   forged.ok = true;
@@ -783,7 +795,7 @@ TEST_F(StaleLeaderTest, StaleLeaderDoesNotWakeTheNewerLeasesFollowers) {
   ASSERT_TRUE(RunUntil(&loop_, [&] { return work.runs == 1; }));
   Call(follower, "key-0", work.Now("a third execution"), &followed, 60000);
   std::string channel = Names("key-0").channel;
-  ASSERT_TRUE(WaitForSubscriber(channel));
+  ASSERT_TRUE(WaitForFollower(follower, 0));
 
   ResumeAndCompleteOld();
   // Messages reach a subscriber in publish order: once the follower has

@@ -36,7 +36,6 @@ bool RunUntil(uv_loop_t* loop, const std::function<bool()>& done, uint64_t timeo
   Guard* guard = StartGuard(loop, timeout_ms, false);
   while (!done() && !guard->fired) uv_run(loop, UV_RUN_ONCE);
   CloseGuard(guard);
-  uv_run(loop, UV_RUN_NOWAIT);  // lets the guard's close callback run
   return done();
 }
 

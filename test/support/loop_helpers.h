@@ -30,6 +30,10 @@ class LoopScheduler {
 // Runs `loop` until `done()` holds or `timeout_ms` passes. Returns done().
 // The timeout is a hang guard, not a timing assertion: generous enough for a
 // machine ten times slower than a quiet one.
+// It returns right after the loop turn in which `done()` became true and runs
+// no further turn, so a test can act between two steps of the library (e.g.
+// cancel after a message was read but before the command it caused was
+// written). The hang guard's close completes on the loop's next run.
 bool RunUntil(uv_loop_t* loop, const std::function<bool()>& done, uint64_t timeout_ms = 60000);
 
 // Runs `loop` until nothing is left on it (every handle closed, every request
