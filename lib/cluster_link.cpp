@@ -99,7 +99,9 @@ class ClusterLink final : public RedisLink {
     auto one_closed = [remaining, done = std::move(done)] {
       if (--*remaining == 0 && done) done();
     };
-    std::vector<CallPtr> waiting;
+    std::vector<CallPtr> waiting = std::move(map_waiting_);
+    map_waiting_.clear();
+    for (const CallPtr& call : waiting) scheduler_->Cancel(call->wait_timer);
     for (auto& [name, node] : nodes_) {
       for (CallPtr& call : node->waiting) {
         scheduler_->Cancel(call->wait_timer);
@@ -200,8 +202,7 @@ class ClusterLink final : public RedisLink {
     } else if (const NodeAddress* owner = map_.Owner(call->slot)) {
       node = &NodeFor(*owner);
     } else {
-      return Fail(call, Status(Code::kUnavailable,
-                               "no Redis Cluster slot map yet: " + last_error_.message()));
+      return WaitForMap(call);
     }
     OpenCommand(*node);
     if (node->up) return Send(*node, call);
@@ -222,6 +223,37 @@ class ClusterLink final : public RedisLink {
       Unwait(name, self);
       Route(self);  // past its bound now: answered kUnavailable, unless the node came up
     });
+  }
+
+  // Before the first map: the call waits for it (a group that detected a
+  // cluster hands its calls over before the map is read), within the same
+  // bound as for a node; once the first attempt has failed, it fails at once.
+  void WaitForMap(const CallPtr& call) {
+    Status no_map(Code::kUnavailable, "no Redis Cluster slot map yet: " + last_error_.message());
+    if (map_failed_) return Fail(call, no_map);
+    uint64_t now = scheduler_->NowMs();
+    if (call->wait_until_ms == 0) call->wait_until_ms = now + wait_bound_ms_;
+    if (now >= call->wait_until_ms) return Fail(call, no_map);
+    map_waiting_.push_back(call);
+    std::weak_ptr<Call> weak = call;
+    call->wait_timer = scheduler_->After(call->wait_until_ms - now, [this, weak] {
+      auto self = weak.lock();
+      if (!self) return;
+      self->wait_timer = {};
+      map_waiting_.erase(std::remove(map_waiting_.begin(), map_waiting_.end(), self),
+                         map_waiting_.end());
+      Route(self);
+    });
+  }
+
+  // Routes (or, with no map, fails) every call that waited for the map.
+  void FlushMapWaiting() {
+    std::vector<CallPtr> waiting = std::move(map_waiting_);
+    map_waiting_.clear();
+    for (const CallPtr& call : waiting) {
+      scheduler_->Cancel(call->wait_timer);
+      Route(call);
+    }
   }
 
   // Takes a waiting call off its node.
@@ -306,6 +338,10 @@ class ClusterLink final : public RedisLink {
     } else {
       last_error_ = why;
       if (!map_.empty()) RequestRefresh();  // it may have failed over
+      if (map_.empty() && name == seed_) {
+        map_failed_ = true;  // no map can come until the seed is back
+        FlushMapWaiting();
+      }
       UpdateState(why);
     }
   }
@@ -382,7 +418,9 @@ class ClusterLink final : public RedisLink {
                            "RedisOptions::cluster is set, but " + seed_ +
                                " gave no usable slot map (is it a Redis Cluster node?): " + text);
       if (first) {
+        map_failed_ = true;
         UpdateState(last_error_);
+        FlushMapWaiting();
         refresh_timer_ = scheduler_->After(kFirstMapRetryMs, [this] {
           refresh_timer_ = {};
           RequestRefresh();
@@ -392,7 +430,9 @@ class ClusterLink final : public RedisLink {
       }
       return;
     }
+    map_failed_ = false;
     OnMapChanged();
+    FlushMapWaiting();
     UpdateState(Status::Ok());
     if (refresh_wanted_) RequestRefresh();
   }
@@ -477,6 +517,10 @@ class ClusterLink final : public RedisLink {
   std::unordered_map<std::string, Listening> listens_;            // flight channels with listeners
   std::unique_ptr<Subscriber> plain_;  // the seed's plain pub/sub (invalidations)
   SlotMap map_;
+  std::vector<CallPtr> map_waiting_;  // calls before the first map
+  // The last try at a first map failed (the seed down, or no usable map):
+  // calls without a map fail at once instead of waiting.
+  bool map_failed_ = false;
 
   bool refresh_in_flight_ = false;  // a CLUSTER SLOTS is on its way
   bool refresh_wanted_ = false;     // asked for since the last one was sent

@@ -16,6 +16,10 @@
 //   the call goes to the new owner. ASK: ASKING then the script by EVAL on the
 //   target, once. A call follows at most kMaxRedirects redirections; past
 //   that, the last error reply is its answer (a fatal one).
+// - A call before the first map waits for it, within the same bound below
+//   (a group that detected a cluster, lib/detecting_link.h, hands its calls
+//   over before the map is read); once the first try has failed (the seed is
+//   down, or gave no usable map) such calls fail at once with kUnavailable.
 // - A call for a master whose connection is not up (still connecting, or lost)
 //   waits for it, at most command_timeout_ms (connect_timeout_ms if that is
 //   0, then 2 s), and is re-routed if a refresh moves its slot meanwhile;

@@ -3,6 +3,7 @@
 #include "redis_link.h"
 
 #include "cluster_link.h"
+#include "detecting_link.h"
 #include "lua_scripts.h"
 #include "redis_connection.h"
 #include "subscriber.h"
@@ -86,8 +87,19 @@ std::unique_ptr<RedisLink> MakeRedisLink(uv_loop_t* loop, Scheduler* scheduler,
     return MakeClusterLink(loop, scheduler, options, keep_loop_alive, std::move(on_command_state),
                            std::move(on_subscriber_state));
   }
-  return std::make_unique<RealLink>(loop, scheduler, options, keep_loop_alive,
-                                    std::move(on_command_state), std::move(on_subscriber_state));
+  if (options.sentinel.enabled() || !options.unix_socket.empty()) {
+    return std::make_unique<RealLink>(loop, scheduler, options, keep_loop_alive,
+                                      std::move(on_command_state), std::move(on_subscriber_state));
+  }
+  // A host:port may be a cluster node: the first MOVED says so.
+  return MakeDetectingLink(
+      loop, scheduler, options, keep_loop_alive,
+      [loop, scheduler, &options, keep_loop_alive](RedisLink::StateCallback on_state,
+                                                   RedisLink::StateCallback on_subscriber_state) {
+        return std::make_unique<RealLink>(loop, scheduler, options, keep_loop_alive,
+                                          std::move(on_state), std::move(on_subscriber_state));
+      },
+      std::move(on_command_state), std::move(on_subscriber_state));
 }
 
 }  // namespace singleflight::internal
