@@ -127,6 +127,41 @@ TEST_F(ClusterTest, FlightsOnEveryMasterRunAndAreStoredOnTheirOwner) {
   EXPECT_EQ(group.stats().error_replies_fatal, 0u);
 }
 
+// Without RedisOptions::cluster, the first MOVED makes the group a cluster
+// group: nothing fails or degrades, and followers are woken by SPUBLISH.
+TEST_F(ClusterTest, AClusterNodeIsDetectedWithoutTheOption) {
+  Options options = ClusterOptions();
+  options.redis.cluster = false;
+  Group& leader = NewGroup(options);
+  Group& follower = NewGroup(options);
+  Work& work = NewWork();
+  auto& led = NewResults();
+  auto& followed = NewResults();
+  std::vector<std::string> keys;
+  for (int shard = 0; shard < cluster_.shard_count(); ++shard) {
+    keys.push_back(KeyOnShard(shard, "detected"));
+    Call(leader, keys.back(), work.Parked(), &led);
+  }
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return work.runs == cluster_.shard_count(); }));
+  for (const std::string& key : keys)
+    Call(follower, key, work.Now("a second execution"), &followed);
+  ASSERT_TRUE(RunUntil(
+      &loop_, [&] { return follower.stats().checks >= 2 * static_cast<uint64_t>(keys.size()); }));
+  for (Done& done : work.parked) done("detected value");
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return followed.size() == keys.size(); }));
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return led.size() == keys.size(); }));
+  for (const auto* list : {&led, &followed}) {
+    for (const Result& r : *list) {
+      ASSERT_TRUE(r.ok()) << r.status.ToString();
+      EXPECT_EQ(r.value(), "detected value");
+      EXPECT_FALSE(r.degraded);
+    }
+  }
+  EXPECT_EQ(work.runs, static_cast<int>(keys.size()));
+  EXPECT_EQ(leader.stats().error_replies_fatal + follower.stats().error_replies_fatal, 0u);
+  EXPECT_EQ(leader.stats().degraded_calls + follower.stats().degraded_calls, 0u);
+}
+
 // A follower on another shard's key is woken by the leader's SPUBLISH, on the
 // shard of its flight.
 TEST_F(ClusterTest, FollowerIsWokenBySharedPubSub) {
