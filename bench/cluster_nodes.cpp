@@ -41,9 +41,13 @@ examples::Reply ClusterNodes::Routed(const std::vector<std::string>& argv) {
 }
 
 std::vector<examples::SyncRedis*> ClusterNodes::Masters() {
-  if (!seed_.options.cluster) return {seed_connection_.get()};
-  std::vector<examples::SyncRedis*> masters;
+  // Asked even without ?cluster=1: the library detects a cluster node by
+  // itself. A standalone server answers an error (cluster support disabled).
   examples::Reply slots = seed_connection_->Command({"CLUSTER", "SLOTS"});
+  if (slots.type != examples::Reply::kArray || slots.elements.empty()) {
+    return {seed_connection_.get()};
+  }
+  std::vector<examples::SyncRedis*> masters;
   std::set<std::string> seen;
   for (const examples::Reply& range : slots.elements) {
     if (range.elements.size() < 3 || range.elements[2].elements.size() < 2) continue;

@@ -28,8 +28,8 @@ class ClusterNodes {
   // MOVED says (3 hops at most). Standalone: the seed's reply.
   examples::Reply Routed(const std::vector<std::string>& argv);
 
-  // Standalone: the seed. Cluster: every master in CLUSTER SLOTS (asked
-  // afresh), or none if it cannot be read.
+  // Every master in CLUSTER SLOTS (asked afresh) when the seed is a cluster
+  // node; otherwise (standalone) the seed.
   std::vector<examples::SyncRedis*> Masters();
 
  private:
