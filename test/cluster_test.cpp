@@ -18,6 +18,7 @@
 
 #include "key_naming.h"
 #include "singleflight/group.h"
+#include "subscriber.h"
 #include "support/child_process.h"
 #include "support/fleet_fixture.h"
 #include "support/loop_helpers.h"
@@ -276,6 +277,60 @@ TEST_F(ClusterTest, SlotMigratedMidFlightIsFollowed) {
   EXPECT_TRUE(after[0].ok()) << after[0].status.ToString();
   EXPECT_EQ(leader.stats().error_replies_fatal, 0u);
   EXPECT_EQ(follower.stats().error_replies_fatal, 0u);
+}
+
+struct ShardListener : internal::Subscriber::Listener {
+  int subscribed = 0;
+  std::vector<std::string> messages;
+  void OnSubscribed(std::string_view) override { ++subscribed; }
+  void OnMessage(std::string_view, std::string_view payload) override {
+    messages.emplace_back(payload);
+  }
+};
+
+// The sharded Subscriber on its own: a node that does not own the channel's
+// slot refuses it (MOVED) and the owner is told; the owner confirms it and
+// delivers SPUBLISH; a migration ends it (the server's own sunsubscribe) and
+// the owner is told again. Never a hang, never a message lost silently.
+TEST_F(ClusterTest, ShardedSubscriberReportsRefusedAndEndedSubscriptions) {
+  test::LoopScheduler scheduler(&loop_);
+  std::string channel = internal::NameFlight("sf:", KeyOnShard(0, "sharded")).channel;
+  int slot = cluster_.KeySlot(channel);
+  std::vector<std::string> dropped_by_owner, dropped_by_other;
+  auto make = [&](RedisServer& node, std::vector<std::string>* dropped) {
+    RedisOptions options;
+    options.host = node.host();
+    options.port = node.port();
+    internal::Subscriber::Handlers handlers;
+    handlers.on_dropped = [dropped](const std::string& name) { dropped->push_back(name); };
+    return std::make_unique<internal::Subscriber>(&loop_, scheduler.get(), options, handlers, true,
+                                                  /*sharded=*/true);
+  };
+  auto owner = make(cluster_.master(0), &dropped_by_owner);
+  auto other = make(cluster_.master(1), &dropped_by_other);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return owner->connected() && other->connected(); }));
+  ShardListener on_owner, on_other;
+  other->Add(channel, &on_other);
+  owner->Add(channel, &on_owner);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return dropped_by_other.size() == 1; }));
+  EXPECT_EQ(dropped_by_other[0], channel);
+  EXPECT_EQ(on_other.subscribed, 0);
+  other->Remove(channel, &on_other);
+
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return on_owner.subscribed == 1; }));
+  EXPECT_EQ(cluster_.Command(channel, {"SPUBLISH", channel, "hello"}).integer, 1);
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return on_owner.messages.size() == 1; }));
+  EXPECT_EQ(on_owner.messages[0], "hello");
+
+  ASSERT_TRUE(cluster_.MigrateSlot(slot, cluster_.master(2))) << cluster_.error();
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return dropped_by_owner.size() == 1; }));
+  EXPECT_EQ(dropped_by_owner[0], channel);
+  owner->Remove(channel, &on_owner);  // dropped: nothing is sent for it
+
+  bool closed_owner = false, closed_other = false;
+  owner->Close([&] { closed_owner = true; });
+  other->Close([&] { closed_other = true; });
+  ASSERT_TRUE(RunUntil(&loop_, [&] { return closed_owner && closed_other; }));
 }
 
 class ClusterFailoverTest : public ClusterTest {
