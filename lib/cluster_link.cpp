@@ -20,6 +20,10 @@ namespace {
 constexpr int kMaxRedirects = 5;
 // The least time between two CLUSTER SLOTS.
 constexpr uint64_t kRefreshSpacingMs = 100;
+// A map that nothing has questioned is read again this often: a topology
+// change that this process has not run into yet (a new master, a failover
+// of an idle shard) is then seen within this bound, at one CLUSTER SLOTS.
+constexpr uint64_t kPeriodicRefreshMs = 30000;
 // How soon a failed first CLUSTER SLOTS is asked again.
 constexpr uint64_t kFirstMapRetryMs = 500;
 
@@ -94,6 +98,7 @@ class ClusterLink final : public RedisLink {
     if (closed_) return;
     closed_ = true;
     scheduler_->Cancel(refresh_timer_);
+    scheduler_->Cancel(periodic_timer_);
     // Everything closes; `done` runs when the last part has.
     auto remaining = std::make_shared<int>(1);
     auto one_closed = [remaining, done = std::move(done)] {
@@ -431,6 +436,11 @@ class ClusterLink final : public RedisLink {
       return;
     }
     map_failed_ = false;
+    scheduler_->Cancel(periodic_timer_);
+    periodic_timer_ = scheduler_->After(kPeriodicRefreshMs, [this] {
+      periodic_timer_ = {};
+      RequestRefresh();
+    });
     OnMapChanged();
     FlushMapWaiting();
     UpdateState(Status::Ok());
@@ -526,6 +536,7 @@ class ClusterLink final : public RedisLink {
   bool refresh_wanted_ = false;     // asked for since the last one was sent
   uint64_t last_refresh_ms_ = 0;    // when the last one was sent (0: never)
   Scheduler::TimerId refresh_timer_;
+  Scheduler::TimerId periodic_timer_;  // the next kPeriodicRefreshMs read
 
   int up_nodes_ = 0;  // nodes whose command connection is up
   bool settled_ = false;

@@ -4,9 +4,9 @@
 // - The slot map comes from CLUSTER SLOTS, asked of the seed (host:port of
 //   the options) or, when the seed is down, of any master this link is
 //   connected to. It is refreshed on every MOVED, on a master's connection
-//   loss and after a dropped sharded subscription; refreshes are one at a
-//   time and at least kRefreshSpacingMs apart, so a storm of redirections
-//   costs one CLUSTER SLOTS per spacing.
+//   loss and after a dropped sharded subscription, and every 30 s
+//   otherwise; refreshes are one at a time and at least 100 ms apart, so a
+//   storm of redirections costs one CLUSTER SLOTS per 100 ms.
 // - A script runs on the master of its first key's slot (a flight's keys and
 //   channel share one hash tag, lib/key_naming.h). One command connection
 //   per master, opened at its first use; each has its own ScriptRunner (so
