@@ -16,7 +16,9 @@
 // execution counter in Redis (which survives a SIGKILL), then waits W ms on a
 // timer. A call's latency is from the shared start to its callback. Commands
 // are counted by INFO commandstats from a CONFIG RESETSTAT just before the
-// start; the driver's own INCR/CONFIG/INFO are left out.
+// start; the driver's own INCR/CONFIG/INFO are left out. On a Redis Cluster
+// (--redis-url redis://NODE?cluster=1) counters are read on their key's own
+// master and commandstats summed over every master (bench/cluster_nodes.h).
 //
 // --scenario hot is open-loop instead: one key, and the fleet issues RATE
 // calls per second for D ms, spread evenly over the P workers (call j of the
@@ -41,6 +43,7 @@
 #include <string>
 #include <vector>
 
+#include "cluster_nodes.h"
 #include "common/redis_target.h"
 #include "common/sync_redis.h"
 #include "singleflight/group.h"
@@ -233,7 +236,7 @@ class Worker {
     options.max_value_bytes = std::max<size_t>(options.max_value_bytes, config_.value_bytes);
     group_ = std::make_unique<singleflight::Group>(loop, options);
     std::string error;
-    counter_ = examples::SyncRedis::Connect(config_.redis, 2000, &error);
+    counter_ = bench::ClusterNodes::Connect(config_.redis, &error);
     if (counter_ == nullptr) {
       std::fprintf(stderr, "sf_bench: worker: %s\n", error.c_str());
       std::exit(1);
@@ -376,7 +379,7 @@ class Worker {
 
   void Produce(const std::string& key, singleflight::Done done) {
     std::string counter = ExecKey(config_, std::stoi(key));
-    examples::Reply reply = counter_->Command({"INCR", counter});
+    examples::Reply reply = counter_->Routed({"INCR", counter});
     long long execution = reply.type == examples::Reply::kInteger ? reply.integer : -1;
     auto* work = new Work(std::move(done));
     work->key = key;
@@ -441,7 +444,7 @@ class Worker {
   uv_loop_t* loop_;
   Config config_;
   std::unique_ptr<singleflight::Group> group_;
-  std::unique_ptr<examples::SyncRedis> counter_;
+  std::unique_ptr<bench::ClusterNodes> counter_;  // routed to the counter's master
   bool hot_;
   int callers_;  // hot: this worker's calls in the whole schedule
   int finished_ = 0;
@@ -568,7 +571,11 @@ class Driver {
   uv_timer_t timer_;         // the ready deadline, then the overall deadline
   uv_timer_t settle_timer_;  // between "all ready" and the start
   std::vector<std::unique_ptr<Child>> children_;
-  std::unique_ptr<examples::SyncRedis> redis_;
+  std::unique_ptr<bench::ClusterNodes> redis_;
+  // Where commandstats are reset and read: the server, or every master of
+  // the cluster as CLUSTER SLOTS named them at the start (asked once, so
+  // that the driver's own CLUSTER SLOTS is not counted as the library's).
+  std::vector<examples::SyncRedis*> masters_;
   bool started_ = false;
   bool failed_ = false;
   int64_t start_us_ = 0;
@@ -754,7 +761,8 @@ void Driver::MaybeGo() {
 // Resets Redis's counters and names the start instant.
 void Driver::Go() {
   uv_close(reinterpret_cast<uv_handle_t*>(&settle_timer_), nullptr);
-  redis_->Command({"CONFIG", "RESETSTAT"});
+  masters_ = redis_->Masters();
+  for (examples::SyncRedis* master : masters_) master->Command({"CONFIG", "RESETSTAT"});
   start_us_ = WallUs() + 100 * 1000;  // room for every worker to read "go"
   started_ = true;
   static std::string message;
@@ -799,7 +807,7 @@ void Driver::OnTimer(uv_timer_t* timer) {
 
 int Driver::Run() {
   std::string error;
-  redis_ = examples::SyncRedis::Connect(config_.redis, 2000, &error);
+  redis_ = bench::ClusterNodes::Connect(config_.redis, &error);
   if (redis_ == nullptr) {
     std::fprintf(stderr, "sf_bench: %s\n", error.c_str());
     return 1;
@@ -837,7 +845,8 @@ bool IsBookkeeping(const std::string& command) {
 // Commands the library only ever runs inside its Lua scripts; Redis counts
 // them in commandstats too, so requests = the rest.
 bool IsInsideScripts(const std::string& command) {
-  static const char* const kInside[] = {"get", "set", "del", "pexpire", "pttl", "publish"};
+  static const char* const kInside[] = {"get",  "set",     "del",     "pexpire",
+                                        "pttl", "publish", "spublish"};
   return std::find_if(std::begin(kInside), std::end(kInside),
                       [&](const char* c) { return command == c; }) != std::end(kInside);
 }
@@ -859,13 +868,13 @@ std::map<std::string, long long> CommandStats(examples::SyncRedis& redis) {
   return calls;
 }
 
-long long Executions(examples::SyncRedis& redis, const Config& c) {
+long long Executions(bench::ClusterNodes& redis, const Config& c) {
   long long total = 0;
   for (int k = 0; k < c.keys; ++k) {
     std::string key = ExecKey(c, k);
-    examples::Reply reply = redis.Command({"GET", key});
+    examples::Reply reply = redis.Routed({"GET", key});
     if (reply.type == examples::Reply::kString) total += std::atoll(reply.str.c_str());
-    redis.Command({"DEL", key});
+    redis.Routed({"DEL", key});
   }
   return total;
 }
@@ -912,19 +921,22 @@ struct RedisLoad {
   std::map<std::string, long long> breakdown;
 };
 
-RedisLoad LibraryLoad(examples::SyncRedis& redis) {
+// Summed over `masters` (one server, or every master of a cluster).
+RedisLoad LibraryLoad(const std::vector<examples::SyncRedis*>& masters) {
   RedisLoad load;
-  for (const auto& [name, n] : CommandStats(redis)) {
-    if (IsBookkeeping(name)) continue;
-    load.breakdown[name] = n;
-    load.cmds += n;
-    if (!IsInsideScripts(name)) load.requests += n;
+  for (examples::SyncRedis* master : masters) {
+    for (const auto& [name, n] : CommandStats(*master)) {
+      if (IsBookkeeping(name)) continue;
+      load.breakdown[name] += n;
+      load.cmds += n;
+      if (!IsInsideScripts(name)) load.requests += n;
+    }
   }
   return load;
 }
 
 std::string Driver::Report() {
-  RedisLoad load = LibraryLoad(*redis_);
+  RedisLoad load = LibraryLoad(masters_);
   long long executions = Executions(*redis_, config_);
   long long redis_cmds = load.cmds, requests = load.requests;
   const std::map<std::string, long long>& breakdown = load.breakdown;
@@ -1008,7 +1020,7 @@ std::string Driver::Report() {
 // producer called done, and how late the open-loop schedule issued its calls
 // (a large lag means the machine, not the library, set the numbers).
 std::string Driver::HotReport() {
-  RedisLoad load = LibraryLoad(*redis_);
+  RedisLoad load = LibraryLoad(masters_);
   long long executions = Executions(*redis_, config_);
   std::map<std::string, long long> by_status, by_source;
   std::map<std::string, std::vector<int64_t>> by_source_us;

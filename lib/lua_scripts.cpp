@@ -57,6 +57,31 @@ end
 return 0
 )lua";
 
+constexpr std::string_view kCompleteShardedSource = R"lua(
+local ttl = tonumber(ARGV[3])
+if not ttl or ttl < 0 then
+  return redis.error_reply('ERR store_ttl_ms must be a non-negative integer')
+end
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return {0, 0, 0} end
+local stored = 0
+if ttl > 0 then
+  local set = redis.pcall('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  if type(set) == 'table' and set.ok then stored = 1 end
+end
+local receivers = redis.call('SPUBLISH', KEYS[3], ARGV[2])
+redis.call('DEL', KEYS[2])
+return {1, receivers, stored}
+)lua";
+
+constexpr std::string_view kReleaseShardedSource = R"lua(
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  if KEYS[2] then redis.call('SPUBLISH', KEYS[2], ARGV[2]) end
+  return 1
+end
+return 0
+)lua";
+
 constexpr std::string_view kForgetSource = R"lua(
 local deleted = redis.call('DEL', KEYS[1])
 redis.call('PUBLISH', ARGV[1], ARGV[2])
@@ -107,6 +132,29 @@ std::string_view ScriptSource(ScriptId id) noexcept {
   return {};
 }
 
+std::string_view ShardedScriptSource(ScriptId id) noexcept {
+  switch (id) {
+    case ScriptId::kComplete: return kCompleteShardedSource;
+    case ScriptId::kRelease: return kReleaseShardedSource;
+    default: return ScriptSource(id);
+  }
+}
+
+void MoveChannelToKeys(ScriptId id, std::vector<std::string>* keys,
+                       std::vector<std::string>* args) {
+  size_t channel = 0;  // index in ARGV
+  if (id == ScriptId::kComplete) {
+    channel = 3;
+  } else if (id == ScriptId::kRelease) {
+    channel = 1;
+  } else {
+    return;
+  }
+  if (args->size() <= channel) return;
+  keys->push_back(std::move((*args)[channel]));
+  args->erase(args->begin() + static_cast<std::ptrdiff_t>(channel));
+}
+
 std::string_view ScriptName(ScriptId id) noexcept {
   switch (id) {
     case ScriptId::kGetOrLock: return "get_or_lock";
@@ -120,18 +168,23 @@ std::string_view ScriptName(ScriptId id) noexcept {
 
 struct ScriptRunner::State : std::enable_shared_from_this<State> {
   RedisConnection* connection;
+  bool sharded;                                // runs the ShardedScriptSource variants
   std::array<std::string, kScriptCount> shas;  // empty: not known (yet)
   // A load triggered by a miss is under way; spares a burst of identical
   // SCRIPT LOADs when many calls miss at once after a restart.
   std::array<bool, kScriptCount> loading{};
 
-  explicit State(RedisConnection* c) : connection(c) {}
+  State(RedisConnection* c, bool s) : connection(c), sharded(s) {}
+
+  std::string_view Source(ScriptId id) const {
+    return sharded ? ShardedScriptSource(id) : ScriptSource(id);
+  }
 
   void Load(ScriptId id) {
     loading[Index(id)] = true;
     std::weak_ptr<State> weak = weak_from_this();
     connection->Command(
-        {"SCRIPT", "LOAD", std::string(ScriptSource(id))},
+        {"SCRIPT", "LOAD", std::string(Source(id))},
         [weak, id](const Status& status, const Reply& reply) {
           auto self = weak.lock();
           if (!self) return;
@@ -147,8 +200,8 @@ struct ScriptRunner::State : std::enable_shared_from_this<State> {
   }
 };
 
-ScriptRunner::ScriptRunner(RedisConnection* connection)
-    : state_(std::make_shared<State>(connection)) {}
+ScriptRunner::ScriptRunner(RedisConnection* connection, bool sharded)
+    : state_(std::make_shared<State>(connection, sharded)) {}
 
 void ScriptRunner::OnConnected() {
   // Unconditional: a load still pending from the last connection may be
@@ -166,14 +219,14 @@ void ScriptRunner::Run(ScriptId id, std::vector<std::string> keys, std::vector<s
   const std::string sha = state.shas[Index(id)];
   if (sha.empty() || ArgBytes(keys, args) > kEvalDirectBytes) {
     if (sha.empty()) state.LoadIfIdle(id);
-    state.connection->Command(BuildArgv("EVAL", ScriptSource(id), std::move(keys), std::move(args)),
+    state.connection->Command(BuildArgv("EVAL", state.Source(id), std::move(keys), std::move(args)),
                               std::move(cb));
     return;
   }
   std::vector<std::string> argv = BuildArgv("EVALSHA", sha, std::move(keys), std::move(args));
   std::vector<std::string> retry = argv;
   retry[0] = "EVAL";
-  retry[1] = std::string(ScriptSource(id));
+  retry[1] = std::string(state.Source(id));
   std::weak_ptr<State> weak = state_;
   state.connection->Command(std::move(argv),
                             [weak, id, sha, retry = std::move(retry), cb = std::move(cb)](

@@ -65,6 +65,18 @@ inline constexpr long long kGetOrLockHit = 1;
 inline constexpr long long kGetOrLockAcquired = 2;
 
 std::string_view ScriptSource(ScriptId id) noexcept;
+
+// Redis Cluster's variant of a script (docs/protocol.md, "Cluster"): Complete
+// and Release announce with SPUBLISH, which needs the channel in KEYS, so the
+// channel moves from ARGV to the end of KEYS:
+//   kComplete: KEYS = result, lock, channel; ARGV = token, envelope, store_ttl_ms
+//   kRelease:  KEYS = lock, channel;         ARGV = token, release notice
+// Replies are the plain variant's. The other scripts are the same.
+std::string_view ShardedScriptSource(ScriptId id) noexcept;
+
+// Moves a plain call's channel from ARGV to KEYS for the sharded variant
+// (a Release without a channel, v1's form, is left as it is).
+void MoveChannelToKeys(ScriptId id, std::vector<std::string>* keys, std::vector<std::string>* args);
 std::string_view ScriptName(ScriptId id) noexcept;  // e.g. "get_or_lock"
 
 // Runs the scripts by EVALSHA, which sends 40 bytes instead of the body.
@@ -84,7 +96,8 @@ std::string_view ScriptName(ScriptId id) noexcept;  // e.g. "get_or_lock"
 // connection must outlive the runner's use of it.
 class ScriptRunner {
  public:
-  explicit ScriptRunner(RedisConnection* connection);
+  // sharded: run the ShardedScriptSource variants (a Redis Cluster node).
+  explicit ScriptRunner(RedisConnection* connection, bool sharded = false);
 
   ScriptRunner(const ScriptRunner&) = delete;
   ScriptRunner& operator=(const ScriptRunner&) = delete;

@@ -492,7 +492,7 @@ bool Connection::Dispatch(const Reply& reply) {
     if (callback) callback(Status::Ok(), reply);
     return true;
   }
-  if (mode_ == Mode::kSubscriber && state_ == State::kReady) {
+  if (mode_ != Mode::kCommand && state_ == State::kReady) {
     if (handlers_.on_push) handlers_.on_push(reply);
     return true;
   }
@@ -585,8 +585,8 @@ void Connection::OnCommandTimer() {
 }
 
 bool Connection::Subscribe(const std::vector<std::string>& channels) {
-  if (state_ != State::kReady || mode_ != Mode::kSubscriber || channels.empty()) return false;
-  std::vector<std::string> argv{"SUBSCRIBE"};
+  if (state_ != State::kReady || mode_ == Mode::kCommand || channels.empty()) return false;
+  std::vector<std::string> argv{mode_ == Mode::kShardedSubscriber ? "SSUBSCRIBE" : "SUBSCRIBE"};
   argv.insert(argv.end(), channels.begin(), channels.end());
   CommandCallback none;
   queue_.Push(argv, none, scheduler_->NowMs(), /*with_deadline=*/false);
@@ -595,8 +595,8 @@ bool Connection::Subscribe(const std::vector<std::string>& channels) {
 }
 
 bool Connection::Unsubscribe(const std::vector<std::string>& channels) {
-  if (state_ != State::kReady || mode_ != Mode::kSubscriber || channels.empty()) return false;
-  std::vector<std::string> argv{"UNSUBSCRIBE"};
+  if (state_ != State::kReady || mode_ == Mode::kCommand || channels.empty()) return false;
+  std::vector<std::string> argv{mode_ == Mode::kShardedSubscriber ? "SUNSUBSCRIBE" : "UNSUBSCRIBE"};
   argv.insert(argv.end(), channels.begin(), channels.end());
   CommandCallback none;
   queue_.Push(argv, none, scheduler_->NowMs(), /*with_deadline=*/false);

@@ -32,6 +32,9 @@
 // - In subscriber mode, every reply after the handshake (subscribe and
 //   unsubscribe confirmations, messages) goes to on_push in arrival order;
 //   Subscribe()/Unsubscribe() have no per-command callback (RESP2's model).
+//   The sharded subscriber mode is the same with SSUBSCRIBE/SUNSUBSCRIBE
+//   (Redis Cluster's sharded pub/sub; its pushes are ssubscribe, smessage,
+//   sunsubscribe, and error replies such as MOVED also go to on_push).
 // - Command() while the connection is not ready (connecting, backing off,
 //   mid-handshake) fails fast with kUnavailable, deferred to the loop, rather
 //   than queueing: callers have their own deadlines and fallbacks, and a queue
@@ -74,7 +77,7 @@ namespace singleflight::internal {
 
 class RedisConnection {
  public:
-  enum class Mode { kCommand, kSubscriber };
+  enum class Mode { kCommand, kSubscriber, kShardedSubscriber };
 
   struct Handlers {
     // Called when the connection becomes ready (after AUTH/SELECT) — also
@@ -99,8 +102,9 @@ class RedisConnection {
   // status: it is the server's answer, not a transport failure.
   virtual void Command(std::vector<std::string> argv, CommandCallback callback) = 0;
 
-  // Subscriber mode: sends SUBSCRIBE/UNSUBSCRIBE for the channels. Returns
-  // false when not connected (nothing was sent).
+  // Subscriber modes: sends SUBSCRIBE/UNSUBSCRIBE (SSUBSCRIBE/SUNSUBSCRIBE
+  // when sharded) for the channels. Returns false when not connected
+  // (nothing was sent).
   virtual bool Subscribe(const std::vector<std::string>& channels) = 0;
   virtual bool Unsubscribe(const std::vector<std::string>& channels) = 0;
 

@@ -7,9 +7,9 @@ namespace singleflight::internal {
 namespace {
 
 // The server did not run the command and says it may later.
-constexpr std::array<std::string_view, 4> kRetryable = {"BUSY", "LOADING", "TRYAGAIN",
-                                                        "MASTERDOWN"};
-constexpr std::array<std::string_view, 4> kCluster = {"MOVED", "ASK", "CROSSSLOT", "CLUSTERDOWN"};
+constexpr std::array<std::string_view, 5> kRetryable = {"BUSY", "LOADING", "TRYAGAIN", "MASTERDOWN",
+                                                        "CLUSTERDOWN"};
+constexpr std::array<std::string_view, 3> kCluster = {"MOVED", "ASK", "CROSSSLOT"};
 
 template <size_t N>
 bool OneOf(std::string_view word, const std::array<std::string_view, N>& words) {
@@ -48,7 +48,10 @@ void CountFailure(ReplyClass reply_class, Stats& stats) noexcept {
 Status FatalStatus(const Reply& reply) {
   std::string_view prefix = ErrorPrefix(reply);
   if (OneOf(prefix, kCluster)) {
-    return Status(Code::kUnavailable, "Redis Cluster is not supported yet: " + reply.str);
+    return Status(Code::kUnavailable,
+                  "Redis Cluster redirection not followed (a cluster node needs "
+                  "RedisOptions::cluster, URL ?cluster=1): " +
+                      reply.str);
   }
   if (!reply.is_error()) {
     return Status(Code::kUnavailable, "unexpected reply from Redis: " + reply.str);

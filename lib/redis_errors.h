@@ -9,12 +9,16 @@
 //   kNotSent        Code::kUnavailable (link down)   no                 degrade / wait for link
 //   kUnknown        Code::kTimeout, Code::kClosed    maybe              keep the token, re-check
 //   kRetryable      BUSY LOADING TRYAGAIN MASTERDOWN no                 retry with backoff
+//                   CLUSTERDOWN
 //   kFatal          every other error reply          no (or no effect)  fail callers: unavailable
 //   kOk             a reply                          yes                go on
 //
 // Unknown error prefixes are fatal: retrying what we do not understand only
-// hides it. Cluster redirections (MOVED, ASK, CROSSSLOT, CLUSTERDOWN) are
-// fatal until the library speaks Redis Cluster.
+// hides it. Cluster redirections (MOVED, ASK) are followed by the cluster
+// link (lib/cluster_link.h); one that reaches a flight (a standalone group
+// pointed at a cluster node, or too many redirections) is fatal, as is
+// CROSSSLOT. CLUSTERDOWN (the cluster lost a shard, e.g. mid-failover) and
+// TRYAGAIN (a multi-key command mid-migration) pass with time.
 #pragma once
 
 #include <string>

@@ -2,6 +2,8 @@
 // process's one subscriber connection multiplexing every flight's channel.
 #include "redis_link.h"
 
+#include "cluster_link.h"
+#include "detecting_link.h"
 #include "lua_scripts.h"
 #include "redis_connection.h"
 #include "subscriber.h"
@@ -81,8 +83,23 @@ std::unique_ptr<RedisLink> MakeRedisLink(uv_loop_t* loop, Scheduler* scheduler,
                                          const RedisOptions& options, bool keep_loop_alive,
                                          RedisLink::StateCallback on_command_state,
                                          RedisLink::StateCallback on_subscriber_state) {
-  return std::make_unique<RealLink>(loop, scheduler, options, keep_loop_alive,
-                                    std::move(on_command_state), std::move(on_subscriber_state));
+  if (options.cluster) {
+    return MakeClusterLink(loop, scheduler, options, keep_loop_alive, std::move(on_command_state),
+                           std::move(on_subscriber_state));
+  }
+  if (options.sentinel.enabled() || !options.unix_socket.empty()) {
+    return std::make_unique<RealLink>(loop, scheduler, options, keep_loop_alive,
+                                      std::move(on_command_state), std::move(on_subscriber_state));
+  }
+  // A host:port may be a cluster node: the first MOVED says so.
+  return MakeDetectingLink(
+      loop, scheduler, options, keep_loop_alive,
+      [loop, scheduler, &options, keep_loop_alive](RedisLink::StateCallback on_state,
+                                                   RedisLink::StateCallback on_subscriber_state) {
+        return std::make_unique<RealLink>(loop, scheduler, options, keep_loop_alive,
+                                          std::move(on_state), std::move(on_subscriber_state));
+      },
+      std::move(on_command_state), std::move(on_subscriber_state));
 }
 
 }  // namespace singleflight::internal

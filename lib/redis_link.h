@@ -70,7 +70,8 @@ class RedisLink {
   virtual void Close(std::function<void()> done) = 0;
 };
 
-// The real link over two RedisConnections. `on_command_state` and
+// The real link over two RedisConnections (standalone, Sentinel), or, with
+// RedisOptions::cluster, the cluster link (lib/cluster_link.h). `on_command_state` and
 // `on_subscriber_state` report each connection's ups and downs.
 // keep_loop_alive: Options::keep_loop_alive (lib/loop_ref.h).
 std::unique_ptr<RedisLink> MakeRedisLink(uv_loop_t* loop, Scheduler* scheduler,

@@ -138,7 +138,10 @@ Status ParseQuery(std::string_view query, std::string_view url, RedisOptions* r)
     if (is_tls && name != "tls_verify" && value.empty()) {
       return Invalid(std::string(name) + " is empty", url);
     }
-    if (name == "db") {
+    if (name == "cluster") {
+      if (value != "0" && value != "1") return Invalid("cluster is 0 or 1", url);
+      r->cluster = value == "1";
+    } else if (name == "db") {
       if (!ParseNumber(value, 0, INT32_MAX, &r->db)) return Invalid("db is not a number", url);
     } else if (name == "tls_ca") {
       r->tls.ca_file = value;
@@ -161,6 +164,10 @@ Status ParseQuery(std::string_view query, std::string_view url, RedisOptions* r)
       return Invalid("unknown parameter \"" + std::string(name) + "\"", url);
     }
   }
+  if (r->cluster && (r->sentinel.enabled() || !r->unix_socket.empty())) {
+    return Invalid("cluster=1 needs redis:// or rediss:// (a cluster node's host:port)", url);
+  }
+  if (r->cluster && r->db != 0) return Invalid("Redis Cluster has only db 0", url);
   if (r->tls.cert_file.empty() != r->tls.key_file.empty()) {
     return Invalid("tls_cert and tls_key go together", url);
   }

@@ -18,20 +18,21 @@ bool IsText(const Reply& reply) {
 }  // namespace
 
 Subscriber::Subscriber(uv_loop_t* loop, Scheduler* scheduler, const RedisOptions& options,
-                       Handlers handlers, bool keep_loop_alive)
+                       Handlers handlers, bool keep_loop_alive, bool sharded)
     : Subscriber(
           loop,
-          [loop, scheduler, &options,
-           keep_loop_alive](RedisConnection::Handlers connection_handlers) {
+          [loop, scheduler, &options, keep_loop_alive,
+           sharded](RedisConnection::Handlers connection_handlers) {
             return RedisConnection::Create(loop, scheduler, options,
-                                           RedisConnection::Mode::kSubscriber,
+                                           sharded ? RedisConnection::Mode::kShardedSubscriber
+                                                   : RedisConnection::Mode::kSubscriber,
                                            std::move(connection_handlers), keep_loop_alive);
           },
-          std::move(handlers), keep_loop_alive) {}
+          std::move(handlers), keep_loop_alive, sharded) {}
 
 Subscriber::Subscriber(uv_loop_t* loop, const ConnectionFactory& make_connection, Handlers handlers,
-                       bool keep_loop_alive)
-    : handlers_(std::move(handlers)), idle_(new uv_idle_t) {
+                       bool keep_loop_alive, bool sharded)
+    : handlers_(std::move(handlers)), sharded_(sharded), idle_(new uv_idle_t) {
   uv_idle_init(loop, idle_);
   KeepsLoopAlive(idle_, keep_loop_alive);
   idle_->data = this;
@@ -78,6 +79,7 @@ void Subscriber::Remove(const std::string& name, Listener* listener) {
     channel->confirmed = false;
     if (connection_->Unsubscribe({name})) {
       ++channel->in_flight;
+      if (sharded_) unanswered_.push_back(channel);
     } else {
       // Only when the context is gone; the new one starts without it.
       channel->in_flight = 0;
@@ -113,8 +115,9 @@ void Subscriber::FlushSubscribes() {
 }
 
 void Subscriber::SendSubscribe(const std::vector<ChannelPtr>& channels) {
-  for (size_t begin = 0; begin < channels.size(); begin += kMaxChannelsPerCommand) {
-    size_t end = std::min(channels.size(), begin + kMaxChannelsPerCommand);
+  const size_t per_command = sharded_ ? 1 : kMaxChannelsPerCommand;
+  for (size_t begin = 0; begin < channels.size(); begin += per_command) {
+    size_t end = std::min(channels.size(), begin + per_command);
     std::vector<std::string> names;
     names.reserve(end - begin);
     for (size_t i = begin; i < end; ++i) names.push_back(channels[i]->name);
@@ -124,6 +127,7 @@ void Subscriber::SendSubscribe(const std::vector<ChannelPtr>& channels) {
       channel.subscribe_sent = sent;  // if not sent, the reconnect will
       channel.confirmed = false;
       if (sent) ++channel.in_flight;
+      if (sent && sharded_) unanswered_.push_back(channels[i]);
     }
   }
 }
@@ -139,6 +143,7 @@ void Subscriber::OnState(bool up, const Status& why) {
     it = channel.listeners.empty() ? channels_.erase(it) : std::next(it);
   }
   to_subscribe_.clear();
+  unanswered_.clear();
   if (up) {
     std::vector<ChannelPtr> all;
     all.reserve(channels_.size());
@@ -152,20 +157,55 @@ void Subscriber::OnState(bool up, const Status& why) {
 // hiredis may hand a reply to the wrong callback, and a stale confirmation
 // must not touch a newer entry's state.
 void Subscriber::OnPush(const Reply& push) {
-  if (closed_ || push.type != Reply::Type::kArray || push.elements.size() < 3) return;
+  if (closed_) return;
+  if (push.is_error()) return OnErrorPush(push);
+  if (push.type != Reply::Type::kArray || push.elements.size() < 3) return;
   const Reply& kind = push.elements[0];
   const Reply& name = push.elements[1];
   if (!IsText(kind) || !IsText(name)) return;
   auto it = channels_.find(name.str);
   if (it == channels_.end()) return;
   ChannelPtr channel = it->second;  // keeps it alive while listeners run
-  if (kind.str == "message" && push.elements[2].type == Reply::Type::kString) {
+  // A plain connection never gets the sharded kinds, and vice versa.
+  const bool message = kind.str == (sharded_ ? "smessage" : "message");
+  const bool subscribe = kind.str == (sharded_ ? "ssubscribe" : "subscribe");
+  const bool unsubscribe = kind.str == (sharded_ ? "sunsubscribe" : "unsubscribe");
+  if (message && push.elements[2].type == Reply::Type::kString) {
     Deliver(channel, push.elements[2].str);
-  } else if (kind.str == "subscribe") {
-    OnConfirmed(channel, true);
-  } else if (kind.str == "unsubscribe") {
-    OnConfirmed(channel, false);
+  } else if (subscribe || unsubscribe) {
+    if (sharded_ && unsubscribe && channel->in_flight == 0) {
+      // Nothing of ours was on the way: the server ended it (a slot move).
+      if (channel->subscribe_sent) Drop(channel);
+      return;
+    }
+    if (sharded_) {
+      auto mine = std::find(unanswered_.begin(), unanswered_.end(), channel);
+      if (mine != unanswered_.end()) unanswered_.erase(mine);
+    }
+    OnConfirmed(channel, subscribe);
   }
+}
+
+// Sharded only: an error answers the oldest unanswered command, e.g. MOVED
+// for an SSUBSCRIBE sent to a node that no longer owns the slot.
+void Subscriber::OnErrorPush(const Reply& push) {
+  (void)push;
+  if (!sharded_ || unanswered_.empty()) return;
+  ChannelPtr channel = std::move(unanswered_.front());
+  unanswered_.pop_front();
+  if (channel->in_flight > 0) --channel->in_flight;
+  if (channel->in_flight == 0 && channel->subscribe_sent) {
+    Drop(channel);
+  } else {
+    EraseIfIdle(channel);
+  }
+}
+
+void Subscriber::Drop(const ChannelPtr& channel) {
+  channel->subscribe_sent = false;
+  channel->confirmed = false;
+  if (handlers_.on_dropped) handlers_.on_dropped(channel->name);
+  if (!closed_) EraseIfIdle(channel);
 }
 
 void Subscriber::OnConfirmed(const ChannelPtr& channel, bool subscribed) {
@@ -224,6 +264,7 @@ void Subscriber::Close(std::function<void()> done) {
   channels_.clear();
   to_subscribe_.clear();
   to_notify_.clear();
+  unanswered_.clear();
   uv_close(reinterpret_cast<uv_handle_t*>(idle_),
            [](uv_handle_t* handle) noexcept { delete reinterpret_cast<uv_idle_t*>(handle); });
   // The connection outlives us if need be; done must not touch this object.

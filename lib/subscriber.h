@@ -9,6 +9,14 @@
 // get OnSubscribed again: pub/sub is at-most-once, so a listener must re-check
 // whatever it waits for whenever OnSubscribed runs.
 //
+// Sharded (Redis Cluster, one Subscriber per node): SSUBSCRIBE/SUNSUBSCRIBE,
+// one channel per command (a command's channels must share a slot). The
+// server may end a subscription itself (its slot moved: an unasked
+// sunsubscribe) or refuse it (MOVED: this node does not own the slot); either
+// way the channel is left with its listeners but unsubscribed, and
+// on_dropped tells the owner, which moves the listeners to the slot's new
+// owner (Remove here, Add there).
+//
 // Threading and lifetime: everything happens on the loop's thread. Close(done)
 // stops every listener call at once and calls done from the loop once the
 // connection is closed; the owner may then destroy the Subscriber. Destroying
@@ -18,6 +26,7 @@
 
 #include <uv.h>
 
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -48,6 +57,9 @@ class Subscriber {
   struct Handlers {
     // The subscriber connection went up or down (see RedisConnection).
     std::function<void(bool up, const Status& why)> on_state;
+    // Sharded only: the server ended or refused the channel's subscription
+    // (see above). Its listeners stay until the owner removes them.
+    std::function<void(const std::string& channel)> on_dropped;
   };
 
   // Makes the subscriber's connection, given the handlers it must call.
@@ -56,11 +68,11 @@ class Subscriber {
   // Creates the subscriber connection, which starts connecting at once.
   // keep_loop_alive: Options::keep_loop_alive (lib/loop_ref.h).
   Subscriber(uv_loop_t* loop, Scheduler* scheduler, const RedisOptions& options, Handlers handlers,
-             bool keep_loop_alive = true);
+             bool keep_loop_alive = true, bool sharded = false);
   // The same over a connection of the caller's making: the seam through which
   // tests and fuzzers play the server (confirmations, messages, garbage).
   Subscriber(uv_loop_t* loop, const ConnectionFactory& make_connection, Handlers handlers,
-             bool keep_loop_alive = true);
+             bool keep_loop_alive = true, bool sharded = false);
   ~Subscriber();
   Subscriber(const Subscriber&) = delete;
   Subscriber& operator=(const Subscriber&) = delete;
@@ -102,10 +114,16 @@ class Subscriber {
   void FlushSubscribes();
   void SendSubscribe(const std::vector<ChannelPtr>& channels);
   void EraseIfIdle(const ChannelPtr& channel);
+  void Drop(const ChannelPtr& channel);
+  void OnErrorPush(const Reply& push);
   void Wake();
   static void OnIdle(uv_idle_t* idle) noexcept;
 
   Handlers handlers_;
+  bool sharded_;  // SSUBSCRIBE, one channel per command
+  // Sharded only: every (S)SUB/UNSUBSCRIBE sent and not yet answered, oldest
+  // first, so that an error reply (which names no channel) finds its channel.
+  std::deque<ChannelPtr> unanswered_;
   RedisConnection* connection_;  // null once closed (it frees itself)
   bool closed_ = false;
   std::unordered_map<std::string, ChannelPtr> channels_;

@@ -591,12 +591,12 @@ TEST_F(FlightDistributedTest, FatalErrorReplyFailsCallersWithTheServersWords) {
   EXPECT_EQ(group_->stats().error_replies_fatal, 1u);
 }
 
-TEST_F(FlightDistributedTest, ClusterRedirectionSaysClusterIsNotSupported) {
+TEST_F(FlightDistributedTest, UnfollowedClusterRedirectionNamesTheClusterOption) {
   (void)DoKey("k");
   link_->Answer(ScriptId::kGetOrLock, Err("MOVED 15880 127.0.0.1:7002"));
   clock_->RunPending();
   ASSERT_EQ(results_.size(), 1u);
-  EXPECT_NE(results_[0].status.message().find("Cluster is not supported"), std::string::npos);
+  EXPECT_NE(results_[0].status.message().find("RedisOptions::cluster"), std::string::npos);
   EXPECT_EQ(runs_, 0);
 }
 

@@ -31,6 +31,8 @@ TEST(ProtocolDoc, ShowsEveryScriptBodyAsShipped) {
     auto id = static_cast<ScriptId>(i);
     EXPECT_NE(doc.find("```lua\n" + Trimmed(ScriptSource(id)) + "\n```"), std::string::npos)
         << ScriptName(id) << " differs from docs/protocol.md";
+    EXPECT_NE(doc.find("```lua\n" + Trimmed(ShardedScriptSource(id)) + "\n```"), std::string::npos)
+        << ScriptName(id) << " (cluster variant) differs from docs/protocol.md";
   }
 }
 

@@ -33,6 +33,22 @@ TEST(RedisUrlTest, HostPortDbAndCredentials) {
   EXPECT_TRUE(r.unix_socket.empty());
 }
 
+TEST(RedisUrlTest, ClusterIsAQueryParameter) {
+  EXPECT_FALSE(Parse("redis://127.0.0.1:7000").cluster);
+  RedisOptions r = Parse("redis://127.0.0.1:7000?cluster=1");
+  EXPECT_TRUE(r.cluster);
+  EXPECT_EQ(r.port, 7000);
+  EXPECT_TRUE(Parse("rediss://node:7000?tls_verify=0&cluster=1").cluster);
+  EXPECT_FALSE(Parse("redis://127.0.0.1:7000?cluster=0").cluster);
+}
+
+TEST(RedisUrlTest, ClusterRefusesWhatAClusterCannotDo) {
+  EXPECT_NE(Error("redis://h?cluster=yes").find("cluster is 0 or 1"), std::string::npos);
+  EXPECT_NE(Error("redis://h/2?cluster=1").find("only db 0"), std::string::npos);
+  EXPECT_NE(Error("unix:///tmp/r.sock?cluster=1").find("cluster=1 needs"), std::string::npos);
+  EXPECT_NE(Error("redis+sentinel://h/m?cluster=1").find("cluster=1 needs"), std::string::npos);
+}
+
 TEST(RedisUrlTest, DefaultsAndPasswordOnly) {
   RedisOptions r = Parse("redis://127.0.0.1");
   EXPECT_EQ(r.host, "127.0.0.1");

@@ -76,6 +76,13 @@ struct RedisOptions {
   // When enabled, host and port are ignored: the sentinels say where the
   // master is.
   SentinelOptions sentinel;
+  // Redis Cluster (URL: ?cluster=1): host:port is any one node, the seed.
+  // The slot map is read from it (CLUSTER SLOTS) and kept current on MOVED;
+  // each flight's scripts run on its slot's master, one command connection
+  // per master, opened at first use; followers listen by sharded pub/sub
+  // (SSUBSCRIBE) on that master (README "Redis Cluster"). Not with Sentinel
+  // or a unix socket; db must be 0.
+  bool cluster = false;
 
   // A connection attempt (resolve + TCP + AUTH + SELECT) that takes longer
   // than this fails and is retried with backoff.
@@ -117,6 +124,8 @@ struct Options {
   //   redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/master[/db]
   //       [?sentinel_user=U&sentinel_password=P]   (sentinel port 26379;
   //       the credentials before @ are the master's; rediss+sentinel:// is TLS)
+  //   redis://host:port?cluster=1, rediss://...&cluster=1   (Redis Cluster,
+  //       via any one node)
   //   host:port
   // User, password and parameter values are percent-decoded. The other fields
   // of `redis` (the timeouts) are left as they are. On error: an

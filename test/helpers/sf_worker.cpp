@@ -6,7 +6,11 @@
 //   sf_worker --redis HOST:PORT [--callers C] [--keys K] [--work-ms W]
 //             [--lock-ttl-ms L] [--fallback-ms F] [--timeout-ms T]
 //             [--fail] [--crash] [--prefix P] [--rounds R] [--l1-ttl-ms T]
-//             [--duration-ms D] [--park] [--report-checks]
+//             [--duration-ms D] [--park] [--report-checks] [--cluster]
+//
+// With --cluster, HOST:PORT is one node of a Redis Cluster (RedisOptions::
+// cluster), and the execution counter follows MOVED to the node that owns
+// its key (one connection per node), so it counts on any shard.
 //
 // The producer INCRs "<prefix>exec:<key>" first, so executions are counted in
 // Redis even if this process is then SIGKILLed (--crash kills the process
@@ -72,6 +76,7 @@ struct Config {
   uint32_t duration_ms = 0;  // 0: each caller calls once per round
   bool park = false;
   bool report_checks = false;
+  bool cluster = false;
 };
 
 Config Parse(int argc, char** argv) {
@@ -111,6 +116,8 @@ Config Parse(int argc, char** argv) {
       c.fail = true;
     } else if (a == "--crash") {
       c.crash = true;
+    } else if (a == "--cluster") {
+      c.cluster = true;
     }
   }
   return c;
@@ -129,6 +136,7 @@ class Worker {
     singleflight::Options options;
     options.redis.host = config_.host;
     options.redis.port = config_.port;
+    options.redis.cluster = config_.cluster;
     options.key_prefix = config_.prefix;
     options.lock_ttl_ms = config_.lock_ttl_ms;
     options.fallback_interval_ms = config_.fallback_ms;
@@ -209,10 +217,7 @@ class Worker {
 
  private:
   void Produce(const std::string& key, singleflight::Done done) {
-    auto* reply = static_cast<redisReply*>(
-        redisCommand(counter_, "INCR %s", (config_.prefix + "exec:" + key).c_str()));
-    long long execution = reply && reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1;
-    freeReplyObject(reply);
+    long long execution = CountExecution(config_.prefix + "exec:" + key);
     if (config_.park) {
       std::printf("leading %s\n", key.c_str());
       parked_.push_back(std::move(done));
@@ -299,10 +304,38 @@ class Worker {
     CloseGroup();
   }
 
+  // INCR on the counter's node; on a cluster, a MOVED names the node that
+  // owns the key (followed up to 3 times, for a slot that moved meanwhile).
+  long long CountExecution(const std::string& counter) {
+    redisContext* context = counter_;
+    for (int hop = 0; hop < 4 && context != nullptr && context->err == 0; ++hop) {
+      auto* reply = static_cast<redisReply*>(redisCommand(context, "INCR %s", counter.c_str()));
+      if (reply == nullptr) return -1;
+      std::string error = reply->type == REDIS_REPLY_ERROR ? reply->str : "";
+      long long value = reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1;
+      freeReplyObject(reply);
+      if (error.rfind("MOVED ", 0) != 0) return value;
+      std::string address = error.substr(error.rfind(' ') + 1);
+      redisContext*& node = nodes_[address];
+      if (node == nullptr) {
+        size_t colon = address.rfind(':');
+        node =
+            redisConnect(address.substr(0, colon).c_str(), std::atoi(address.c_str() + colon + 1));
+      }
+      context = node;
+    }
+    return -1;
+  }
+
   void CloseGroup() {
     if (group_closed_) return;
     group_closed_ = true;
-    group_->Close([this] { redisFree(counter_); });
+    group_->Close([this] {
+      redisFree(counter_);
+      for (auto& entry : nodes_) {
+        if (entry.second != nullptr) redisFree(entry.second);
+      }
+    });
   }
 
   void PrintStats() {
@@ -329,6 +362,7 @@ class Worker {
   Config config_;
   std::unique_ptr<singleflight::Group> group_;
   redisContext* counter_;
+  std::map<std::string, redisContext*> nodes_;  // --cluster: counters' other nodes
   int finished_ = 0;
   int round_ = 0;
   bool closing_ = false;   // no more rounds; the stats line is out
